@@ -1,0 +1,250 @@
+//! The DataFusion functions of a GC plan, registered on every session that runs one:
+//!
+//! - `blobgc_bloom_build(id, num_bits, num_hashes, seed_hex)`: aggregate; each partition builds
+//!   a partial filter (Partial), partials are OR-merged (Final), the result is the filter's words.
+//! - `blobgc_bloom_contains(id, filter_location)`: whether the stored filter may hold `id`.
+//! - `blobgc_id_class(id, family, current_generation)`: [`IdClass`] of a listed id as `UInt8`.
+//!
+//! Parameters travel as literal arguments, not as function state, so a plan shipped to
+//! another process by name only (Ballista) still carries them; the filter itself travels by
+//! location, never as a literal.
+
+use crate::filter::{Bloom, FilterParams, load_cached};
+use crate::generation::GenerationRule;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt8Array};
+use arrow::datatypes::{DataType, Field, FieldRef};
+use datafusion::common::{Result, ScalarValue, exec_datafusion_err, exec_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Literal;
+use datafusion::prelude::SessionContext;
+use std::sync::Arc;
+
+pub const BLOOM_BUILD: &str = "blobgc_bloom_build";
+pub const BLOOM_CONTAINS: &str = "blobgc_bloom_contains";
+pub const ID_CLASS: &str = "blobgc_id_class";
+
+/// Registers blobgc's functions on a session.
+pub fn register(ctx: &SessionContext) {
+    ctx.register_udaf(bloom_build());
+    ctx.register_udf(bloom_contains());
+    ctx.register_udf(id_class());
+}
+
+pub fn bloom_build() -> AggregateUDF {
+    AggregateUDF::from(BloomBuild {
+        signature: Signature::any(4, Volatility::Immutable),
+    })
+}
+
+pub fn bloom_contains() -> ScalarUDF {
+    ScalarUDF::from(BloomContains {
+        signature: Signature::any(2, Volatility::Immutable),
+    })
+}
+
+pub fn id_class() -> ScalarUDF {
+    ScalarUDF::from(IdClassUdf {
+        signature: Signature::any(3, Volatility::Immutable),
+    })
+}
+
+/// Calls `f` on each id of a string column (Utf8 on Ballista, Utf8View in DataFusion).
+fn for_each_id(array: &ArrayRef, mut f: impl FnMut(Option<&str>)) -> Result<()> {
+    match array.data_type() {
+        DataType::Utf8 => array.as_string::<i32>().iter().for_each(&mut f),
+        DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(&mut f),
+        DataType::Utf8View => array.as_string_view().iter().for_each(&mut f),
+        other => return exec_err!("blob ids must be strings, got a {other} column"),
+    }
+    Ok(())
+}
+
+fn check_id_type(t: &DataType, function: &str) -> Result<()> {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Ok(()),
+        other => exec_err!("{function}: blob ids must be strings, got {other}"),
+    }
+}
+
+fn literal(expr: &Arc<dyn PhysicalExpr>, what: &str) -> Result<ScalarValue> {
+    expr.downcast_ref::<Literal>()
+        .map(|l| l.value().clone())
+        .ok_or_else(|| exec_datafusion_err!("{BLOOM_BUILD}: {what} must be a literal"))
+}
+
+fn scalar_u64(v: &ScalarValue, what: &str) -> Result<u64> {
+    match v.cast_to(&DataType::UInt64)? {
+        ScalarValue::UInt64(Some(n)) => Ok(n),
+        other => exec_err!("{what} must be a non-null integer, got {other}"),
+    }
+}
+
+fn scalar_str(v: &ScalarValue, what: &str) -> Result<String> {
+    match v.try_as_str() {
+        Some(Some(s)) => Ok(s.to_string()),
+        _ => exec_err!("{what} must be a non-null string, got {v}"),
+    }
+}
+
+fn scalar_arg(v: &ColumnarValue, what: &str) -> Result<ScalarValue> {
+    match v {
+        ColumnarValue::Scalar(s) => Ok(s.clone()),
+        ColumnarValue::Array(_) => exec_err!("{what} must be a constant"),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BloomBuild {
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for BloomBuild {
+    fn name(&self) -> &str {
+        BLOOM_BUILD
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        check_id_type(&args[0], BLOOM_BUILD)?;
+        Ok(DataType::Binary)
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![Arc::new(Field::new(
+            format_state_name(args.name, "filter"),
+            DataType::Binary,
+            true,
+        ))])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let [_, bits, hashes, seed] = args.exprs else {
+            return exec_err!("{BLOOM_BUILD} takes (id, num_bits, num_hashes, seed_hex)");
+        };
+        let seed_hex = scalar_str(&literal(seed, "seed")?, "seed")?;
+        let params = FilterParams {
+            num_bits: scalar_u64(&literal(bits, "num_bits")?, "num_bits")?,
+            num_hashes: u32::try_from(scalar_u64(&literal(hashes, "num_hashes")?, "num_hashes")?)
+                .map_err(|_| exec_datafusion_err!("num_hashes out of range"))?,
+            seed: u128::from_str_radix(&seed_hex, 16)
+                .map_err(|e| exec_datafusion_err!("seed {seed_hex:?}: {e}"))?,
+        };
+        let bloom = Bloom::new(params).map_err(|e| exec_datafusion_err!("{e}"))?;
+        Ok(Box::new(BloomAccumulator { bloom }))
+    }
+}
+
+#[derive(Debug)]
+struct BloomAccumulator {
+    bloom: Bloom,
+}
+
+impl Accumulator for BloomAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let bloom = &mut self.bloom;
+        for_each_id(&values[0], |id| {
+            if let Some(id) = id {
+                bloom.insert(id)
+            }
+        })
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        for partial in states[0].as_binary::<i32>().iter().flatten() {
+            self.bloom
+                .union_words(partial)
+                .map_err(|e| exec_datafusion_err!("merging partial filters: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![self.evaluate()?])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Binary(Some(self.bloom.to_le_bytes())))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.bloom.params().size_bytes() as usize
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct BloomContains {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for BloomContains {
+    fn name(&self) -> &str {
+        BLOOM_CONTAINS
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        check_id_type(&args[0], BLOOM_CONTAINS)?;
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let location = scalar_str(
+            &scalar_arg(&args.args[1], "filter location")?,
+            "filter location",
+        )?;
+        let bloom = load_cached(&location).map_err(|e| exec_datafusion_err!("{e}"))?;
+        let ids = args.args[0].to_array(args.number_rows)?;
+        let mut out = Vec::with_capacity(ids.len());
+        // A null id cannot be deleted by name: report it referenced, the safe answer.
+        for_each_id(&ids, |id| out.push(id.is_none_or(|id| bloom.contains(id))))?;
+        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(out))))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IdClassUdf {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for IdClassUdf {
+    fn name(&self) -> &str {
+        ID_CLASS
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        check_id_type(&args[0], ID_CLASS)?;
+        Ok(DataType::UInt8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let family = scalar_u64(&scalar_arg(&args.args[1], "family")?, "family")?;
+        let rule = GenerationRule {
+            family: u32::try_from(family)
+                .map_err(|_| exec_datafusion_err!("family {family} out of range"))?,
+            current_generation: scalar_u64(
+                &scalar_arg(&args.args[2], "current generation")?,
+                "current generation",
+            )?,
+        };
+        let ids = args.args[0].to_array(args.number_rows)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for_each_id(&ids, |id| out.push(id.map(|id| rule.classify(id) as u8)))?;
+        Ok(ColumnarValue::Array(Arc::new(UInt8Array::from(out))))
+    }
+}

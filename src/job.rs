@@ -1,0 +1,379 @@
+//! A GC job: the TOML job file (`--job`) and the flags, merged (the flag wins) and checked.
+//!
+//! Every job-file key has a flag of the same name (`batch_size` <-> `--batch-size`); reference
+//! sources are `[[references]]` tables in the file and `--refs NAME=URL[#col1,col2]` flags
+//! (given flags replace the file's list), with `--allow-empty NAME` for sources that may be empty.
+
+use crate::error::{Error, Result};
+use crate::generation::{DEFAULT_DURATION_SECONDS, DEFAULT_FAMILY, parse_duration};
+use crate::references::SourceSpec;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The inputs and parameters of one GC run, checked.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub store: String,
+    pub references: Vec<SourceSpec>,
+    pub inventory: Option<String>,
+    /// The clock of the run: fixed by `--now` for tests and replays.
+    pub now: DateTime<Utc>,
+    pub generation_duration_seconds: u64,
+    pub family: u32,
+    pub fpp: f64,
+    pub max_fpp: f64,
+    pub expected_references: Option<u64>,
+    pub salt: String,
+    pub batch_size: usize,
+    pub dry_run: bool,
+    pub ignore_malformed: bool,
+    pub partitions: usize,
+    pub delete_concurrency: usize,
+    pub report: Option<PathBuf>,
+    pub plan_dir: Option<String>,
+}
+
+impl Job {
+    /// A job with the defaults of CONTRACT.md, at `now`, with a fresh random salt.
+    pub fn new(store: impl Into<String>, references: Vec<SourceSpec>, now: DateTime<Utc>) -> Self {
+        Job {
+            store: store.into(),
+            references,
+            inventory: None,
+            now,
+            generation_duration_seconds: DEFAULT_DURATION_SECONDS,
+            family: DEFAULT_FAMILY,
+            fpp: 0.01,
+            max_fpp: 0.02,
+            expected_references: None,
+            salt: random_salt(),
+            batch_size: 1000,
+            dry_run: false,
+            ignore_malformed: false,
+            partitions: default_partitions(),
+            delete_concurrency: 4,
+            report: None,
+            plan_dir: None,
+        }
+    }
+
+    /// Checks every parameter; the message names the flag.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::usage(m));
+        if !(self.fpp > 0.0 && self.fpp < 1.0) {
+            return fail(format!("--fpp must be in (0, 1), got {}", self.fpp));
+        }
+        if !(self.max_fpp >= self.fpp && self.max_fpp <= 1.0) {
+            return fail(format!(
+                "--max-fpp must be in [--fpp, 1], got {}",
+                self.max_fpp
+            ));
+        }
+        if self.batch_size == 0 {
+            return fail("--batch-size must be >= 1".into());
+        }
+        if self.family == 0 {
+            return fail("--family must be >= 1 (family 0 is the legacy family)".into());
+        }
+        if self.generation_duration_seconds == 0 {
+            return fail("--generation-duration must be > 0".into());
+        }
+        if self.expected_references == Some(0) {
+            return fail("--expected-references must be >= 1".into());
+        }
+        if self.partitions == 0 || self.delete_concurrency == 0 {
+            return fail("--partitions and --delete-concurrency must be >= 1".into());
+        }
+        if self.salt.is_empty() {
+            return fail("--salt must not be empty".into());
+        }
+        if self.references.is_empty() {
+            return fail(
+                "no reference source given (--refs NAME=URL or [[references]] in the job file)"
+                    .into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &self.references {
+            r.validate()?;
+            if !names.insert(&r.name) {
+                return fail(format!("reference source {:?} is given twice", r.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn random_salt() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+fn default_partitions() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The job file. Unknown keys are refused: a typo must not silently fall back to a default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub store: Option<String>,
+    #[serde(default)]
+    pub references: Vec<SourceSpec>,
+    pub inventory: Option<String>,
+    pub now: Option<String>,
+    pub generation_duration: Option<toml::Value>,
+    pub family: Option<u32>,
+    pub fpp: Option<f64>,
+    pub max_fpp: Option<f64>,
+    pub expected_references: Option<u64>,
+    pub salt: Option<String>,
+    pub batch_size: Option<usize>,
+    pub dry_run: Option<bool>,
+    pub ignore_malformed: Option<bool>,
+    pub partitions: Option<usize>,
+    pub delete_concurrency: Option<usize>,
+    pub report: Option<PathBuf>,
+    pub plan_dir: Option<String>,
+}
+
+impl JobFile {
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::usage(format!("job file {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::usage(format!("job file {}: {e}", path.display())))
+    }
+}
+
+/// The flags shared by `run` and `plan`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct JobArgs {
+    /// TOML job file; flags override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub job: Option<PathBuf>,
+    /// The blob store: file:///abs/dir, s3://bucket/prefix, or a local path.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// A reference source: NAME=URL[#col1,col2] (default column blob_id). Repeatable.
+    #[arg(long = "refs", value_name = "NAME=URL[#COLS]")]
+    pub refs: Vec<String>,
+    /// A reference source (by name) that may have zero rows. Repeatable.
+    #[arg(long = "allow-empty", value_name = "NAME")]
+    pub allow_empty: Vec<String>,
+    /// A Parquet inventory (blob_id, size, last_modified) instead of listing the store.
+    #[arg(long, value_name = "URL")]
+    pub inventory: Option<String>,
+    /// The clock of the run (RFC 3339); default: now.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<String>,
+    /// Generation duration: 30d, 12h, 15day; a bare number is days.
+    #[arg(long, value_name = "DURATION")]
+    pub generation_duration: Option<String>,
+    /// The generation family in use (>= 1).
+    #[arg(long, value_name = "N")]
+    pub family: Option<u32>,
+    /// Requested Bloom filter false-positive rate, in (0, 1).
+    #[arg(long, value_name = "P")]
+    pub fpp: Option<f64>,
+    /// Abort if the merged filter's estimated false-positive rate is above this (default 2 x fpp).
+    #[arg(long, value_name = "P")]
+    pub max_fpp: Option<f64>,
+    /// Size the filter for this many references (default: the reference row count).
+    #[arg(long, value_name = "N")]
+    pub expected_references: Option<u64>,
+    /// The salt of the filter's hashing (default: random, recorded in the report).
+    #[arg(long, value_name = "TEXT")]
+    pub salt: Option<String>,
+    /// Rows per deletion batch.
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Plan and report, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep malformed listed ids (never deleted) instead of aborting the run.
+    #[arg(long)]
+    pub ignore_malformed: bool,
+    /// Parallel partitions of every stage (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<usize>,
+    /// Deletion batches executed at once.
+    #[arg(long, value_name = "N")]
+    pub delete_concurrency: Option<usize>,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// `run` only: where to keep the plan (default: a temporary directory, removed unless the
+    /// sweep is partial).
+    #[arg(long, value_name = "DIR")]
+    pub plan_dir: Option<String>,
+}
+
+impl JobArgs {
+    /// Merges the job file (if any) under the flags. `clock` is read only when `--now` is unset.
+    pub fn resolve(&self, clock: impl FnOnce() -> DateTime<Utc>) -> Result<Job> {
+        let file = match &self.job {
+            Some(path) => JobFile::read(path)?,
+            None => JobFile::default(),
+        };
+        let store = self
+            .store
+            .clone()
+            .or(file.store)
+            .ok_or_else(|| Error::usage("--store is required (or store in the job file)"))?;
+        let mut references = if self.refs.is_empty() {
+            file.references
+        } else {
+            self.refs
+                .iter()
+                .map(|r| SourceSpec::parse_flag(r))
+                .collect::<Result<Vec<_>>>()?
+        };
+        for name in &self.allow_empty {
+            let source = references
+                .iter_mut()
+                .find(|r| &r.name == name)
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "--allow-empty {name:?}: no reference source of that name"
+                    ))
+                })?;
+            source.allow_empty = true;
+        }
+        let now = match self.now.clone().or(file.now) {
+            Some(t) => DateTime::parse_from_rfc3339(&t)
+                .map_err(|e| {
+                    Error::usage(format!(
+                        "--now {t:?} is not RFC 3339 (e.g. 2021-08-19T10:15:30Z): {e}"
+                    ))
+                })?
+                .with_timezone(&Utc),
+            None => clock(),
+        };
+        let mut job = Job::new(store, references, now);
+        let duration = match (&self.generation_duration, file.generation_duration) {
+            (Some(d), _) => Some(d.clone()),
+            (None, Some(toml::Value::String(d))) => Some(d),
+            (None, Some(toml::Value::Integer(days))) => Some(days.to_string()),
+            (None, Some(other)) => {
+                return Err(Error::usage(format!(
+                    "generation_duration {other} is not a duration"
+                )));
+            }
+            (None, None) => None,
+        };
+        if let Some(d) = duration {
+            job.generation_duration_seconds =
+                parse_duration(&d).map_err(|e| e.context("--generation-duration"))?;
+        }
+        job.inventory = self.inventory.clone().or(file.inventory);
+        job.family = self.family.or(file.family).unwrap_or(job.family);
+        job.fpp = self.fpp.or(file.fpp).unwrap_or(job.fpp);
+        job.max_fpp = self
+            .max_fpp
+            .or(file.max_fpp)
+            .unwrap_or(2.0 * job.fpp)
+            .min(1.0);
+        job.expected_references = self.expected_references.or(file.expected_references);
+        job.salt = self.salt.clone().or(file.salt).unwrap_or(job.salt);
+        job.batch_size = self
+            .batch_size
+            .or(file.batch_size)
+            .unwrap_or(job.batch_size);
+        job.dry_run = self.dry_run || file.dry_run.unwrap_or(false);
+        job.ignore_malformed = self.ignore_malformed || file.ignore_malformed.unwrap_or(false);
+        job.partitions = self
+            .partitions
+            .or(file.partitions)
+            .unwrap_or(job.partitions);
+        job.delete_concurrency = self
+            .delete_concurrency
+            .or(file.delete_concurrency)
+            .unwrap_or(job.delete_concurrency);
+        job.report = self.report.clone().or(file.report);
+        job.plan_dir = self.plan_dir.clone().or(file.plan_dir);
+        job.validate()?;
+        Ok(job)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> JobArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: JobArgs,
+        }
+        let mut v = vec!["x", "--store", "/s", "--refs", "m=/r"];
+        v.extend_from_slice(extra);
+        P::parse_from(v).a
+    }
+
+    fn epoch() -> DateTime<Utc> {
+        DateTime::from_timestamp(0, 0).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let j = args(&["--now", "2021-08-19T10:15:30Z"])
+            .resolve(epoch)
+            .unwrap();
+        assert_eq!(
+            (j.fpp, j.max_fpp, j.batch_size, j.family),
+            (0.01, 0.02, 1000, 1)
+        );
+        assert_eq!(j.generation_duration_seconds, 30 * 86_400);
+        assert_eq!(j.now.timestamp(), 1_629_368_130);
+        assert_eq!(args(&[]).resolve(epoch).unwrap().now, epoch());
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        for (flags, needle) in [
+            (vec!["--fpp", "0"], "--fpp"),
+            (vec!["--fpp", "1"], "--fpp"),
+            (vec!["--batch-size", "0"], "--batch-size"),
+            (vec!["--family", "0"], "--family"),
+            (vec!["--generation-duration", "0"], "--generation-duration"),
+            (vec!["--now", "yesterday"], "--now"),
+            (vec!["--allow-empty", "nope"], "--allow-empty"),
+        ] {
+            let e = args(&flags).resolve(epoch).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{flags:?}");
+            assert!(e.to_string().contains(needle), "{flags:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn job_file_under_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "store = \"/from-file\"\nfpp = 0.05\ngeneration_duration = 7\nbatch_size = 10\n\
+             [[references]]\nname = \"q\"\nurl = \"/q\"\nallow_empty = true\n",
+        )
+        .unwrap();
+        let a = JobArgs {
+            job: Some(path.clone()),
+            batch_size: Some(20),
+            ..JobArgs::default()
+        };
+        let j = a.resolve(epoch).unwrap();
+        assert_eq!(j.store, "/from-file");
+        assert_eq!((j.fpp, j.max_fpp, j.batch_size), (0.05, 0.1, 20));
+        assert_eq!(j.generation_duration_seconds, 7 * 86_400);
+        assert!(j.references[0].allow_empty);
+        std::fs::write(&path, "store = \"/s\"\nbatchsize = 3\n").unwrap();
+        let e = JobArgs {
+            job: Some(path),
+            ..JobArgs::default()
+        }
+        .resolve(epoch)
+        .unwrap_err();
+        assert!(e.to_string().contains("batchsize"), "{e}");
+    }
+}

@@ -1,0 +1,29 @@
+//! blobgc: a garbage collector for deduplicated (content-addressed) blob stores.
+//!
+//! Identical content is stored once, so deleting a message cannot delete its blobs. blobgc
+//! finds the blobs nothing references any more (ADR 49 of Apache James):
+//!
+//! 1. [`references`]: every entity referencing blobs is a Parquet table of ids;
+//! 2. [`filter`] + [`functions`]: a salted Bloom filter of the references, built as partial
+//!    filters per partition and OR-merged;
+//! 3. [`plan`]: the [`listing`] of the store is probed; ids that are eligible under the
+//!    [`generation`] rule ([`blob_id`]) and not in the filter become deletion batches in a
+//!    [`plan_dir`];
+//! 4. [`sweep`]: the batches are deleted from the [`store`], resumably.
+//!
+//! The [`report`] tells what happened; [`job`] and [`cli`] are the outside interface.
+
+pub mod blob_id;
+pub mod cli;
+pub mod error;
+pub mod filter;
+pub mod functions;
+pub mod generation;
+pub mod job;
+pub mod listing;
+pub mod plan;
+pub mod plan_dir;
+pub mod references;
+pub mod report;
+pub mod store;
+pub mod sweep;

@@ -1,0 +1,392 @@
+//! The mark phase: references -> merged Bloom filter -> probe of the listing -> deletion batches.
+//!
+//! **What it selects for deletion:** listed blobs whose id is eligible under the generation
+//! rule (an older generation of the configured family, another family, or family 0) and that
+//! the run's Bloom filter says no reference source holds. **The danger:** a blob referenced by
+//! an entity missing from the sources looks like garbage. So planning stops (status `aborted`,
+//! nothing to sweep) on any doubt about the inputs: a missing or empty source, a malformed listed
+//! id, or a filter fuller than it was sized for. Planning never deletes; see [`crate::sweep`].
+//!
+//! The work is split the Spark way: every partition of the reference scan builds a partial
+//! filter, the partials are OR-merged in a reduce stage, the merged filter is stored next to the
+//! plan, and every partition of the listing probes it and writes its own deletion batches.
+
+use crate::error::{Error, Result};
+use crate::filter::{Bloom, FilterParams};
+use crate::functions;
+use crate::generation::{GenerationRule, IdClass};
+use crate::job::Job;
+use crate::listing::{self, BLOB_ID, SIZE};
+use crate::plan_dir::{BatchWriter, PlanDir};
+use crate::references::{self, OpenedSource, SourceSpec};
+use crate::store::Location;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Int64Type, UInt8Type};
+use chrono::{DateTime, Utc};
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::logical_expr::{Partitioning, col, lit, not, when};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// How many malformed ids a plan names.
+const MALFORMED_EXAMPLES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanStatus {
+    /// The batches may be swept.
+    Planned,
+    /// A safety check failed: nothing may be deleted.
+    Aborted,
+}
+
+/// Everything a plan found, stored as `summary.json`; the sweep and the report start from it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub status: PlanStatus,
+    pub abort_reason: Option<String>,
+    pub store: String,
+    pub inventory: Option<String>,
+    pub sources: Vec<SourceSummary>,
+    pub now: DateTime<Utc>,
+    pub generation_duration_seconds: u64,
+    pub family: u32,
+    pub current_generation: u64,
+    pub salt: String,
+    pub filter: Option<FilterSummary>,
+    pub counts: PlanCounts,
+    pub batch_size: usize,
+    pub batches: Vec<String>,
+    pub references_seconds: f64,
+    pub filter_seconds: f64,
+    pub listing_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceSummary {
+    #[serde(flatten)]
+    pub spec: SourceSpec,
+    pub rows: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilterSummary {
+    #[serde(flatten)]
+    pub params: FilterParams,
+    pub expected_items: u64,
+    pub requested_fpp: f64,
+    pub max_fpp: f64,
+    pub estimated_fpp: f64,
+    pub fill_ratio: f64,
+    pub location: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PlanCounts {
+    pub reference_count: u64,
+    pub null_reference_count: u64,
+    pub blob_count: u64,
+    pub eligible_blob_count: u64,
+    pub eligible_bytes: u64,
+    pub malformed_id_count: u64,
+    pub malformed_ids: Vec<String>,
+    pub candidate_count: u64,
+    pub candidate_bytes: u64,
+}
+
+impl PlanCounts {
+    fn add(&mut self, o: PlanCounts) {
+        self.blob_count += o.blob_count;
+        self.eligible_blob_count += o.eligible_blob_count;
+        self.eligible_bytes += o.eligible_bytes;
+        self.malformed_id_count += o.malformed_id_count;
+        self.candidate_count += o.candidate_count;
+        self.candidate_bytes += o.candidate_bytes;
+        let room = MALFORMED_EXAMPLES.saturating_sub(self.malformed_ids.len());
+        self.malformed_ids
+            .extend(o.malformed_ids.into_iter().take(room));
+    }
+}
+
+/// A session with blobgc's functions, using `partitions` parallel partitions.
+pub fn session(partitions: usize) -> SessionContext {
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new().with_target_partitions(partitions.max(1)),
+    );
+    functions::register(&ctx);
+    ctx
+}
+
+/// Plans a GC run of `job` into `dir`. An aborted plan is `Ok` with status `Aborted` (its
+/// summary is written too, so an operator sees why); `Err` is a failure to plan at all.
+pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<PlanSummary> {
+    job.validate()?;
+    let rule = GenerationRule::new(job.family, job.generation_duration_seconds, job.now)?;
+    let store = Location::parse(&job.store, "--store")?;
+    if store.contains(&dir.location) {
+        return Err(Error::usage(format!(
+            "the plan directory {} lies inside the store {store}: its files would be listed as blobs",
+            dir.location
+        )));
+    }
+    let ctx = session(job.partitions);
+    let mut summary = PlanSummary {
+        status: PlanStatus::Planned,
+        abort_reason: None,
+        store: store.url(),
+        inventory: job.inventory.clone(),
+        sources: Vec::new(),
+        now: job.now,
+        generation_duration_seconds: job.generation_duration_seconds,
+        family: rule.family,
+        current_generation: rule.current_generation,
+        salt: job.salt.clone(),
+        filter: None,
+        counts: PlanCounts::default(),
+        batch_size: job.batch_size,
+        batches: Vec::new(),
+        references_seconds: 0.0,
+        filter_seconds: 0.0,
+        listing_seconds: 0.0,
+    };
+
+    let started = Instant::now();
+    progress.set_message("checking reference sources");
+    let mut sources: Vec<OpenedSource> = Vec::new();
+    for spec in &job.references {
+        match references::open(&ctx, spec).await {
+            Ok(s) => sources.push(s),
+            Err(Error::Aborted(reason)) => return abort(dir, summary, reason).await,
+            Err(e) => return Err(e),
+        }
+    }
+    summary.sources = sources
+        .iter()
+        .map(|s| SourceSummary {
+            spec: s.spec.clone(),
+            rows: s.rows,
+        })
+        .collect();
+    summary.references_seconds = started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    progress.set_message("building the Bloom filter of references");
+    let expected_items = job
+        .expected_references
+        .unwrap_or_else(|| sources.iter().map(OpenedSource::id_values).sum());
+    let params = FilterParams::for_items(
+        expected_items,
+        job.fpp,
+        FilterParams::seed_from_salt(&job.salt),
+    );
+    let (bloom, ids, rows) = build_filter(sources, params).await?;
+    summary.counts.reference_count = ids;
+    summary.counts.null_reference_count = rows - ids;
+    let estimated_fpp = bloom.estimated_fpp();
+    let location = dir.write_filter(bloom.encode()).await?;
+    summary.filter = Some(FilterSummary {
+        params,
+        expected_items,
+        requested_fpp: job.fpp,
+        max_fpp: job.max_fpp,
+        estimated_fpp,
+        fill_ratio: bloom.fill_ratio(),
+        location: location.clone(),
+    });
+    drop(bloom);
+    summary.filter_seconds = started.elapsed().as_secs_f64();
+    if estimated_fpp > job.max_fpp {
+        let reason = format!(
+            "the merged Bloom filter's estimated false-positive rate {estimated_fpp:.4} exceeds --max-fpp {}: \
+             it holds more distinct ids than the {expected_items} it was sized for (raise --expected-references)",
+            job.max_fpp
+        );
+        return abort(dir, summary, reason).await;
+    }
+
+    let started = Instant::now();
+    progress.set_message("listing and probing blobs");
+    let listed = match &job.inventory {
+        Some(url) => listing::inventory(&ctx, url).await?,
+        None => listing::live(&ctx, &store)?,
+    };
+    let class = functions::id_class().call(vec![
+        col(BLOB_ID),
+        lit(u64::from(rule.family)),
+        lit(rule.current_generation),
+    ]);
+    let referenced = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location)]);
+    let probed = listed
+        .repartition(Partitioning::RoundRobinBatch(job.partitions.max(1)))?
+        .select(vec![col(BLOB_ID), col(SIZE), class.alias("class")])?
+        .select(vec![
+            col(BLOB_ID),
+            col(SIZE),
+            col("class"),
+            when(
+                col("class").eq(lit(IdClass::Eligible as u8)),
+                not(referenced),
+            )
+            .otherwise(lit(false))?
+            .alias("candidate"),
+        ])?;
+    let partitions = probed.execute_stream_partitioned().await?;
+    let tasks: Vec<_> = partitions
+        .into_iter()
+        .enumerate()
+        .map(|(i, stream)| {
+            tokio::spawn(consume(
+                stream,
+                BatchWriter::new(dir.clone(), format!("p{i:04}"), job.batch_size),
+                progress.clone(),
+            ))
+        })
+        .collect();
+    for task in tasks {
+        let (counts, batches) = task
+            .await
+            .map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
+        summary.counts.add(counts);
+        summary.batches.extend(batches);
+    }
+    summary.batches.sort();
+    summary.listing_seconds = started.elapsed().as_secs_f64();
+
+    let c = &summary.counts;
+    if c.malformed_id_count > 0 && !job.ignore_malformed {
+        let reason = format!(
+            "{} listed blob id(s) do not parse, e.g. {:?}: the store prefix may be wrong \
+             (--ignore-malformed keeps them and goes on)",
+            c.malformed_id_count, c.malformed_ids
+        );
+        dir.delete_batches(&summary.batches).await?;
+        summary.batches.clear();
+        return abort(dir, summary, reason).await;
+    }
+    dir.write_summary(&summary).await?;
+    Ok(summary)
+}
+
+async fn abort(dir: &PlanDir, mut summary: PlanSummary, reason: String) -> Result<PlanSummary> {
+    tracing::warn!(%reason, "plan aborted");
+    summary.status = PlanStatus::Aborted;
+    summary.abort_reason = Some(reason);
+    dir.write_summary(&summary).await?;
+    Ok(summary)
+}
+
+/// Partial filters per partition of the union of every source's id columns, OR-merged;
+/// with the non-null id count and the row count of the same scan.
+async fn build_filter(
+    sources: Vec<OpenedSource>,
+    params: FilterParams,
+) -> Result<(Bloom, u64, u64)> {
+    let mut ids = sources.into_iter().map(|s| s.ids);
+    let mut all = ids.next().ok_or_else(|| {
+        Error::usage("no reference source given (--refs or [[references]]): refusing to treat every blob as garbage")
+    })?;
+    for more in ids {
+        all = all.union(more)?;
+    }
+    let build = functions::bloom_build().call(vec![
+        col(BLOB_ID),
+        lit(params.num_bits),
+        lit(u64::from(params.num_hashes)),
+        lit(format!("{:032x}", params.seed)),
+    ]);
+    let result = all
+        .aggregate(
+            vec![],
+            vec![
+                build.alias("filter"),
+                count(col(BLOB_ID)).alias("ids"),
+                count_all().alias("rows"),
+            ],
+        )?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
+    let row = result
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| Error::runtime("filter aggregate returned no row"))?;
+    let filter = row.column(0).as_binary::<i32>();
+    let bytes = (!filter.is_null(0))
+        .then(|| filter.value(0))
+        .ok_or_else(|| Error::runtime("filter aggregate returned null"))?;
+    let int = |i: usize| -> Result<u64> {
+        let c = cast(row.column(i), &DataType::Int64)?;
+        Ok(c.as_primitive::<Int64Type>().value(0).max(0) as u64)
+    };
+    Ok((Bloom::from_le_bytes(params, bytes)?, int(1)?, int(2)?))
+}
+
+/// One partition of the probe: counts what it sees and writes its candidates as batches.
+async fn consume(
+    mut stream: SendableRecordBatchStream,
+    mut writer: BatchWriter,
+    progress: ProgressBar,
+) -> Result<(PlanCounts, Vec<String>)> {
+    let mut c = PlanCounts::default();
+    while let Some(batch) = stream.try_next().await? {
+        count_batch(&batch, &mut c)?;
+        let candidates =
+            filter_record_batch(&batch.project(&[0, 1])?, batch.column(3).as_boolean())?;
+        c.candidate_count += candidates.num_rows() as u64;
+        c.candidate_bytes += sum_sizes(&candidates)?;
+        writer.push(candidates).await?;
+        progress.inc(batch.num_rows() as u64);
+    }
+    writer.flush(true).await?;
+    Ok((c, writer.written))
+}
+
+fn count_batch(batch: &RecordBatch, c: &mut PlanCounts) -> Result<()> {
+    let sizes = cast(batch.column(1), &DataType::Int64)?;
+    let sizes = sizes.as_primitive::<Int64Type>();
+    let class = batch.column(2).as_primitive::<UInt8Type>();
+    c.blob_count += batch.num_rows() as u64;
+    let mut malformed_rows = Vec::new();
+    for i in 0..batch.num_rows() {
+        match class.is_valid(i).then(|| class.value(i)) {
+            Some(x) if x == IdClass::Eligible as u8 => {
+                c.eligible_blob_count += 1;
+                c.eligible_bytes += sizes.value(i).max(0) as u64;
+            }
+            Some(x) if x == IdClass::Active as u8 => {}
+            _ => malformed_rows.push(i),
+        }
+    }
+    if !malformed_rows.is_empty() {
+        c.malformed_id_count += malformed_rows.len() as u64;
+        let ids = cast(batch.column(0), &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        for &i in malformed_rows
+            .iter()
+            .take(MALFORMED_EXAMPLES.saturating_sub(c.malformed_ids.len()))
+        {
+            c.malformed_ids.push(if ids.is_null(i) {
+                "<null>".to_string()
+            } else {
+                ids.value(i).to_string()
+            });
+        }
+    }
+    Ok(())
+}
+
+fn sum_sizes(batch: &RecordBatch) -> Result<u64> {
+    let sizes = cast(batch.column(1), &DataType::Int64)?;
+    Ok(sizes
+        .as_primitive::<Int64Type>()
+        .iter()
+        .flatten()
+        .map(|s| s.max(0) as u64)
+        .sum())
+}

@@ -1,0 +1,211 @@
+//! The run report of CONTRACT.md: JSON for orchestrators, a few lines for people.
+
+use crate::plan::{PlanStatus, PlanSummary};
+use crate::sweep::{FailedBatch, SweepMetrics};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Completed,
+    Partial,
+    Aborted,
+}
+
+impl Status {
+    /// The exit code of CONTRACT.md.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Status::Completed => 0,
+            Status::Aborted => 3,
+            Status::Partial => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub status: Status,
+    pub abort_reason: Option<String>,
+    pub dry_run: bool,
+    pub store: String,
+    pub plan: String,
+    pub reference_source_count: usize,
+    pub reference_count: u64,
+    pub null_reference_count: u64,
+    pub blob_count: u64,
+    pub eligible_blob_count: u64,
+    pub eligible_bytes: u64,
+    pub malformed_id_count: u64,
+    pub malformed_ids: Vec<String>,
+    pub candidate_count: u64,
+    pub candidate_bytes: u64,
+    pub gced_blob_count: u64,
+    pub gced_bytes: u64,
+    pub error_count: u64,
+    pub failed_batches: Vec<FailedBatch>,
+    pub batch_count: u64,
+    pub skipped_batch_count: u64,
+    pub bloom_filter_expected_blob_count: u64,
+    pub bloom_filter_associated_probability: f64,
+    pub bloom_filter_estimated_fpp: f64,
+    pub bloom_filter_bits: u64,
+    pub bloom_filter_hashes: u32,
+    pub salt: String,
+    pub now: String,
+    pub current_generation: u64,
+    pub family: u32,
+    pub generation_duration_seconds: u64,
+    pub references_seconds: f64,
+    pub filter_seconds: f64,
+    pub listing_seconds: f64,
+    pub sweep_seconds: f64,
+    pub total_seconds: f64,
+}
+
+impl Report {
+    /// The report of a plan, and of its sweep when one ran.
+    pub fn new(
+        plan: &PlanSummary,
+        plan_location: String,
+        sweep: Option<&SweepMetrics>,
+        dry_run: bool,
+    ) -> Self {
+        let c = &plan.counts;
+        let s = sweep.cloned().unwrap_or_default();
+        let status = match (plan.status, s.error_count) {
+            (PlanStatus::Aborted, _) => Status::Aborted,
+            (PlanStatus::Planned, 0) => Status::Completed,
+            (PlanStatus::Planned, _) => Status::Partial,
+        };
+        let filter = plan.filter.as_ref();
+        Report {
+            status,
+            abort_reason: plan.abort_reason.clone(),
+            dry_run,
+            store: plan.store.clone(),
+            plan: plan_location,
+            reference_source_count: plan.sources.len(),
+            reference_count: c.reference_count,
+            null_reference_count: c.null_reference_count,
+            blob_count: c.blob_count,
+            eligible_blob_count: c.eligible_blob_count,
+            eligible_bytes: c.eligible_bytes,
+            malformed_id_count: c.malformed_id_count,
+            malformed_ids: c.malformed_ids.clone(),
+            candidate_count: c.candidate_count,
+            candidate_bytes: c.candidate_bytes,
+            gced_blob_count: s.gced_blob_count,
+            gced_bytes: s.gced_bytes,
+            error_count: s.error_count,
+            failed_batches: s.failed_batches,
+            batch_count: plan.batches.len() as u64,
+            skipped_batch_count: s.skipped_batch_count,
+            bloom_filter_expected_blob_count: filter.map_or(0, |f| f.expected_items),
+            bloom_filter_associated_probability: filter.map_or(0.0, |f| f.requested_fpp),
+            bloom_filter_estimated_fpp: filter.map_or(0.0, |f| f.estimated_fpp),
+            bloom_filter_bits: filter.map_or(0, |f| f.params.num_bits),
+            bloom_filter_hashes: filter.map_or(0, |f| f.params.num_hashes),
+            salt: plan.salt.clone(),
+            now: rfc3339(plan.now),
+            current_generation: plan.current_generation,
+            family: plan.family,
+            generation_duration_seconds: plan.generation_duration_seconds,
+            references_seconds: plan.references_seconds,
+            filter_seconds: plan.filter_seconds,
+            listing_seconds: plan.listing_seconds,
+            sweep_seconds: s.sweep_seconds,
+            total_seconds: plan.references_seconds
+                + plan.filter_seconds
+                + plan.listing_seconds
+                + s.sweep_seconds,
+        }
+    }
+
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"status\":\"error\",\"error\":\"{e}\"}}"))
+    }
+
+    /// A few lines for the operator's terminal.
+    pub fn human(&self) -> String {
+        let mut out = match self.status {
+            Status::Aborted => format!(
+                "blobgc: ABORTED, nothing deleted: {}\n",
+                self.abort_reason.as_deref().unwrap_or("see the report")
+            ),
+            _ if self.dry_run => format!(
+                "blobgc: dry run: {} of {} listed blobs would be deleted ({})\n",
+                self.candidate_count,
+                self.blob_count,
+                bytes(self.candidate_bytes)
+            ),
+            status => format!(
+                "blobgc: {}: deleted {} of {} listed blobs, {} reclaimed{}\n",
+                format!("{status:?}").to_lowercase(),
+                self.gced_blob_count,
+                self.blob_count,
+                bytes(self.gced_bytes),
+                if self.error_count > 0 {
+                    format!(", {} failed batch(es)", self.error_count)
+                } else {
+                    String::new()
+                }
+            ),
+        };
+        out += &format!(
+            "  references: {} source(s), {} ids ({} null); listed {} blobs, {} eligible, {} malformed, {} candidates\n",
+            self.reference_source_count,
+            self.reference_count,
+            self.null_reference_count,
+            self.blob_count,
+            self.eligible_blob_count,
+            self.malformed_id_count,
+            self.candidate_count
+        );
+        out += &format!(
+            "  filter: {} bits, {} hashes, estimated fpp {:.5} (requested {}); salt {}; generation {} (family {}) at {}\n",
+            self.bloom_filter_bits,
+            self.bloom_filter_hashes,
+            self.bloom_filter_estimated_fpp,
+            self.bloom_filter_associated_probability,
+            self.salt,
+            self.current_generation,
+            self.family,
+            self.now
+        );
+        for f in &self.failed_batches {
+            out += &format!("  failed batch {}: {}\n", f.batch, f.error);
+        }
+        out += &format!(
+            "  plan {} ({} batches); seconds: references {:.2}, filter {:.2}, listing {:.2}, sweep {:.2}\n",
+            self.plan,
+            self.batch_count,
+            self.references_seconds,
+            self.filter_seconds,
+            self.listing_seconds,
+            self.sweep_seconds
+        );
+        out
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
