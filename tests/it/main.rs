@@ -1,0 +1,11 @@
+//! blobgc's integration tests: one test crate (each crate is one more link of a large binary),
+//! a module per concern. They run the real `blobgc` binary on real Parquet files and stores,
+//! and assert which blobs exist afterwards.
+
+mod adr39;
+mod bad_input;
+mod datasets;
+mod end_to_end;
+mod properties;
+mod support;
+mod sweep;
