@@ -159,10 +159,10 @@ pub async fn run(job: &Job) -> Result<Report> {
         None
     };
     let mut report = Report::new(&summary, dir.location.url(), metrics.as_ref(), job.dry_run);
-    if let Some(tmp) = temporary.filter(|_| report.status != Status::Partial) {
-        if std::fs::remove_dir_all(&tmp).is_ok() {
-            report.plan = format!("{} (temporary, removed)", report.plan);
-        }
+    if let Some(tmp) = temporary.filter(|_| report.status != Status::Partial)
+        && std::fs::remove_dir_all(&tmp).is_ok()
+    {
+        report.plan = format!("{} (temporary, removed)", report.plan);
     }
     Ok(report)
 }

@@ -175,7 +175,7 @@ const MAGIC: &[u8; 8] = b"BLOBGCB1";
 const HEADER_LEN: usize = 8 + 4 + 16 + 8;
 
 fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(Error::runtime(format!(
             "Bloom filter state of {} bytes is not whole words",
             bytes.len()
@@ -228,8 +228,8 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 /// Filters loaded by this process, by location. Few runs share a process, so the cache is
 /// kept tiny: a filter can be large and an executor lives long.
-static LOADED: LazyLock<Mutex<Vec<(String, Arc<Bloom>)>>> =
-    LazyLock::new(|| Mutex::new(Vec::new()));
+type Loaded = Vec<(String, Arc<Bloom>)>;
+static LOADED: LazyLock<Mutex<Loaded>> = LazyLock::new(|| Mutex::new(Vec::new()));
 const LOADED_KEPT: usize = 2;
 
 /// The filter stored at `location`, loaded once per process. The location names the content

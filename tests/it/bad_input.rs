@@ -12,14 +12,22 @@ fn store() -> (Fixture, String) {
 }
 
 fn untouched(f: &Fixture) {
-    assert_eq!(f.left(), BTreeSet::from([id(557, "orphan"), id(557, "kept")]), "the store was touched");
+    assert_eq!(
+        f.left(),
+        BTreeSet::from([id(557, "orphan"), id(557, "kept")]),
+        "the store was touched"
+    );
 }
 
 fn expect(f: &Fixture, args: &[&str], code: i32, needles: &[&str]) {
     let out = f.run(T2, args);
     assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
     for n in needles {
-        assert!(out.stderr.contains(n), "{args:?}: stderr does not name {n:?}:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(n),
+            "{args:?}: stderr does not name {n:?}:\n{}",
+            out.stderr
+        );
     }
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     untouched(f);
@@ -30,13 +38,23 @@ fn a_missing_source_is_a_configuration_error() {
     let (f, refs) = store();
     let missing = f.path("refs/nowhere");
     let spec = format!("attachments={}", missing.display());
-    expect(&f, &["--refs", &refs, "--refs", &spec], 2, &["attachments", "nowhere", "not found"]);
+    expect(
+        &f,
+        &["--refs", &refs, "--refs", &spec],
+        2,
+        &["attachments", "nowhere", "not found"],
+    );
 }
 
 #[test]
 fn a_missing_column_is_a_configuration_error() {
     let (f, refs) = store();
-    expect(&f, &["--refs", &format!("{refs}#nope")], 2, &["messages", "\"nope\"", "blob_id"]);
+    expect(
+        &f,
+        &["--refs", &format!("{refs}#nope")],
+        2,
+        &["messages", "\"nope\"", "blob_id"],
+    );
 }
 
 #[test]
@@ -45,15 +63,42 @@ fn an_unreadable_parquet_file_fails_the_run() {
     let dir = f.path("refs/broken");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("part-0.parquet"), b"this is not parquet").unwrap();
-    expect(&f, &["--refs", &refs, "--refs", &format!("broken={}", dir.display())], 1, &["broken", "Parquet"]);
+    expect(
+        &f,
+        &[
+            "--refs",
+            &refs,
+            "--refs",
+            &format!("broken={}", dir.display()),
+        ],
+        1,
+        &["broken", "Parquet"],
+    );
 }
 
 #[test]
 fn an_empty_source_aborts_unless_allowed() {
     let (f, refs) = store();
     let empty = f.refs::<&str>("queue", &[]);
-    expect(&f, &["--refs", &refs, "--refs", &empty], 3, &["queue", "no rows", "allow_empty"]);
-    let out = f.run(T2, &["--refs", &refs, "--refs", &empty, "--allow-empty", "queue", "--fpp", "0.000001"]);
+    expect(
+        &f,
+        &["--refs", &refs, "--refs", &empty],
+        3,
+        &["queue", "no rows", "allow_empty"],
+    );
+    let out = f.run(
+        T2,
+        &[
+            "--refs",
+            &refs,
+            "--refs",
+            &empty,
+            "--allow-empty",
+            "queue",
+            "--fpp",
+            "0.000001",
+        ],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(f.left(), BTreeSet::from([id(557, "kept")]));
 }
@@ -65,12 +110,26 @@ fn a_malformed_listed_id_aborts_before_any_deletion() {
     let out = f.run(T2, &["--refs", &refs]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("invalid_2_abc"), "{}", out.stderr);
-    assert_eq!((out.status(), out.u("malformed_id_count"), out.u("gced_blob_count")), ("aborted", 1, 0));
+    assert_eq!(
+        (
+            out.status(),
+            out.u("malformed_id_count"),
+            out.u("gced_blob_count")
+        ),
+        ("aborted", 1, 0)
+    );
     assert_eq!(f.left().len(), 3, "nothing deleted");
 
-    let out = f.run(T2, &["--refs", &refs, "--ignore-malformed", "--fpp", "0.000001"]);
+    let out = f.run(
+        T2,
+        &["--refs", &refs, "--ignore-malformed", "--fpp", "0.000001"],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(f.left(), BTreeSet::from([id(557, "kept"), "invalid_2_abc".to_string()]), "malformed ids are never deleted");
+    assert_eq!(
+        f.left(),
+        BTreeSet::from([id(557, "kept"), "invalid_2_abc".to_string()]),
+        "malformed ids are never deleted"
+    );
 }
 
 #[test]
@@ -78,7 +137,12 @@ fn an_overfilled_filter_aborts() {
     let (f, _) = store();
     let many: Vec<String> = (0..500).map(|i| id(557, &format!("r{i}"))).collect();
     let refs = f.refs("messages", &many);
-    expect(&f, &["--refs", &refs, "--expected-references", "10"], 3, &["--max-fpp", "--expected-references"]);
+    expect(
+        &f,
+        &["--refs", &refs, "--expected-references", "10"],
+        3,
+        &["--max-fpp", "--expected-references"],
+    );
 }
 
 #[test]
@@ -104,6 +168,11 @@ fn bad_flags_are_usage_errors_naming_the_flag() {
 fn a_plan_directory_inside_the_store_is_refused() {
     let (f, refs) = store();
     let inside = f.store().join("plan");
-    expect(&f, &["--refs", &refs, "--plan-dir", inside.to_str().unwrap()], 2, &["inside the store"]);
+    expect(
+        &f,
+        &["--refs", &refs, "--plan-dir", inside.to_str().unwrap()],
+        2,
+        &["inside the store"],
+    );
     assert!(!inside.exists());
 }

@@ -8,15 +8,35 @@ use std::process::Command;
 
 fn generate(f: &Fixture) -> BTreeSet<String> {
     let out = Command::new(env!("CARGO_BIN_EXE_blobgc-datasets"))
-        .args(["--out", f.dir.path().to_str().unwrap(), "--messages", "800", "--seed", "7"])
+        .args([
+            "--out",
+            f.dir.path().to_str().unwrap(),
+            "--messages",
+            "800",
+            "--seed",
+            "7",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    std::fs::read_to_string(f.path("expected-deleted.txt")).unwrap().lines().map(String::from).collect()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(f.path("expected-deleted.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn refs(f: &Fixture) -> Vec<String> {
-    let r = |name: &str, cols: &str| format!("--refs={name}={}{cols}", f.path(&format!("refs/{name}")).display());
+    let r = |name: &str, cols: &str| {
+        format!(
+            "--refs={name}={}{cols}",
+            f.path(&format!("refs/{name}")).display()
+        )
+    };
     vec![
         r("messages", "#header_blob_id,body_blob_id"),
         r("attachments", ""),
@@ -34,12 +54,25 @@ fn gc_deletes_exactly_the_garbage(inventory: bool) {
     assert!(expected.len() > 100, "the dataset has garbage to collect");
     let before = f.left();
     let mut args = refs(&f);
-    args.extend(["--fpp", "0.0000001", "--salt", "datasets", "--batch-size", "100"].map(String::from));
+    args.extend(
+        [
+            "--fpp",
+            "0.0000001",
+            "--salt",
+            "datasets",
+            "--batch-size",
+            "100",
+        ]
+        .map(String::from),
+    );
     let inv = f.path("inventory/part-0.parquet").display().to_string();
     if inventory {
         args.extend(["--inventory".to_string(), inv]);
     }
-    let out = f.run("2026-11-22T00:00:00Z", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = f.run(
+        "2026-11-22T00:00:00Z",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let deleted: BTreeSet<String> = before.difference(&f.left()).cloned().collect();
     assert_eq!(deleted.len(), expected.len());
@@ -64,7 +97,10 @@ fn example_job_files_are_valid() {
     let mut n = 0;
     for job in jobs {
         let path = job.unwrap().path();
-        let args = blobgc::job::JobArgs { job: Some(path.clone()), ..Default::default() };
+        let args = blobgc::job::JobArgs {
+            job: Some(path.clone()),
+            ..Default::default()
+        };
         if let Err(e) = args.resolve(chrono::Utc::now) {
             panic!("{}: {e}", path.display());
         }

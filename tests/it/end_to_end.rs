@@ -12,18 +12,35 @@ fn an_orphan_goes_two_generations_later_and_a_referenced_blob_never() {
 
     let at_t0 = f.run(T0, &["--refs", &refs]);
     assert_eq!(at_t0.code, 0, "{}", at_t0.stderr);
-    assert_eq!(f.left(), BTreeSet::from([orphan.clone(), referenced.clone()]), "nothing goes in an active generation");
-    assert_eq!((at_t0.u("eligible_blob_count"), at_t0.u("gced_blob_count")), (0, 0));
+    assert_eq!(
+        f.left(),
+        BTreeSet::from([orphan.clone(), referenced.clone()]),
+        "nothing goes in an active generation"
+    );
+    assert_eq!(
+        (at_t0.u("eligible_blob_count"), at_t0.u("gced_blob_count")),
+        (0, 0)
+    );
 
     let at_t2 = f.run(T2, &["--refs", &refs, "--fpp", "0.000001"]);
     assert_eq!(at_t2.code, 0, "{}", at_t2.stderr);
     assert_eq!(f.left(), BTreeSet::from([referenced]));
     assert_eq!(at_t2.status(), "completed");
-    assert_eq!((at_t2.u("blob_count"), at_t2.u("eligible_blob_count"), at_t2.u("gced_blob_count")), (2, 2, 1));
+    assert_eq!(
+        (
+            at_t2.u("blob_count"),
+            at_t2.u("eligible_blob_count"),
+            at_t2.u("gced_blob_count")
+        ),
+        (2, 2, 1)
+    );
     assert_eq!(at_t2.u("current_generation"), 559);
     let last = at_t2.stdout.trim().lines().last().unwrap();
     let from_stdout: serde_json::Value = serde_json::from_str(last).unwrap();
-    assert_eq!(from_stdout["gced_blob_count"], 1, "the report is the last stdout line");
+    assert_eq!(
+        from_stdout["gced_blob_count"], 1,
+        "the report is the last stdout line"
+    );
 }
 
 #[test]
@@ -49,9 +66,16 @@ fn fresh_salts_collect_every_orphan_eventually_and_never_a_referenced_blob() {
         let again = f.run(T2, &args);
         assert_eq!(again.code, 0, "{}", again.stderr);
         salts.insert(again.report.as_ref().unwrap()["salt"].to_string());
-        assert!(referenced.iter().all(|r| f.left().contains(r)), "a referenced blob was deleted");
+        assert!(
+            referenced.iter().all(|r| f.left().contains(r)),
+            "a referenced blob was deleted"
+        );
     }
-    assert_eq!(f.left(), referenced.into_iter().collect::<BTreeSet<_>>(), "every orphan collected");
+    assert_eq!(
+        f.left(),
+        referenced.into_iter().collect::<BTreeSet<_>>(),
+        "every orphan collected"
+    );
     assert!(salts.len() > 1, "each run draws a fresh salt");
 }
 
@@ -63,12 +87,18 @@ fn duplicated_references_are_counted_twice_and_nulls_are_counted_apart() {
     let dir = f.path("refs/messages");
     write_parquet(
         &dir.join("part-0.parquet"),
-        vec![("header", vec![Some(&a), Some(&a), None]), ("body", vec![Some(&b), None, None])],
+        vec![
+            ("header", vec![Some(&a), Some(&a), None]),
+            ("body", vec![Some(&b), None, None]),
+        ],
     );
     let spec = format!("messages={}#header,body", dir.display());
     let out = f.run(T2, &["--refs", &spec]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!((out.u("reference_count"), out.u("null_reference_count")), (3, 3));
+    assert_eq!(
+        (out.u("reference_count"), out.u("null_reference_count")),
+        (3, 3)
+    );
     assert_eq!(out.u("reference_source_count"), 1);
     assert_eq!(f.left().len(), 2, "both referenced");
 }
@@ -79,7 +109,14 @@ fn empty_store_and_empty_allowed_sources_give_zeros() {
     let refs = f.refs::<&str>("queue", &[]);
     let out = f.run(T2, &["--refs", &refs, "--allow-empty", "queue"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    for key in ["reference_count", "blob_count", "eligible_blob_count", "candidate_count", "gced_blob_count", "error_count"] {
+    for key in [
+        "reference_count",
+        "blob_count",
+        "eligible_blob_count",
+        "candidate_count",
+        "gced_blob_count",
+        "error_count",
+    ] {
         assert_eq!(out.u(key), 0, "{key}");
     }
     assert_eq!(out.status(), "completed");
@@ -101,7 +138,9 @@ fn dry_run_and_plan_delete_nothing() {
 #[test]
 fn an_inventory_gives_the_same_deletions_as_a_live_listing() {
     let f = Fixture::new();
-    let ids: Vec<String> = (0..40).map(|i| id(550 + i % 10, &format!("b{i}"))).collect();
+    let ids: Vec<String> = (0..40)
+        .map(|i| id(550 + i % 10, &format!("b{i}")))
+        .collect();
     f.blobs(&ids);
     let refs = f.refs("messages", &ids[..20]);
     // The inventory names only half of the store: only those can be deleted.
@@ -110,25 +149,54 @@ fn an_inventory_gives_the_same_deletions_as_a_live_listing() {
     let sizes: Vec<Option<&str>> = listed.iter().map(|_| Some("12")).collect();
     write_parquet(&inv, vec![("blob_id", listed), ("size_text", sizes)]);
     let bad = f.run(T2, &["--refs", &refs, "--inventory", inv.to_str().unwrap()]);
-    assert_eq!(bad.code, 2, "an inventory without size is refused: {}", bad.stderr);
+    assert_eq!(
+        bad.code, 2,
+        "an inventory without size is refused: {}",
+        bad.stderr
+    );
     assert!(bad.stderr.contains("size"), "{}", bad.stderr);
 
     use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
     let listed: Vec<&str> = ids.iter().step_by(2).map(String::as_str).collect();
     let batch = RecordBatch::try_from_iter(vec![
-        ("blob_id", std::sync::Arc::new(StringArray::from(listed.clone())) as ArrayRef),
-        ("size", std::sync::Arc::new(Int64Array::from(vec![12i64; listed.len()])) as ArrayRef),
+        (
+            "blob_id",
+            std::sync::Arc::new(StringArray::from(listed.clone())) as ArrayRef,
+        ),
+        (
+            "size",
+            std::sync::Arc::new(Int64Array::from(vec![12i64; listed.len()])) as ArrayRef,
+        ),
     ])
     .unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&inv).unwrap(), batch.schema(), None).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&inv).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
-    let out = f.run(T2, &["--refs", &refs, "--inventory", inv.to_str().unwrap(), "--fpp", "0.000001", "--salt", "s"]);
+    let out = f.run(
+        T2,
+        &[
+            "--refs",
+            &refs,
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--fpp",
+            "0.000001",
+            "--salt",
+            "s",
+        ],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let expected_gone: BTreeSet<&String> = ids
         .iter()
         .enumerate()
-        .filter(|(i, id)| i % 2 == 0 && *i >= 20 && !id.starts_with("1_558_") && !id.starts_with("1_559_"))
+        .filter(|(i, id)| {
+            i % 2 == 0 && *i >= 20 && !id.starts_with("1_558_") && !id.starts_with("1_559_")
+        })
         .map(|(_, id)| id)
         .collect();
     let gone: BTreeSet<&String> = ids.iter().filter(|id| !f.left().contains(*id)).collect();

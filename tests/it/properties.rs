@@ -18,19 +18,32 @@ use std::collections::BTreeSet;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-static RUNTIME: LazyLock<tokio::runtime::Runtime> =
-    LazyLock::new(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+});
 static CASE: AtomicUsize = AtomicUsize::new(0);
 const DAY: i64 = 86_400;
 
 fn blob_id(family: u32, generation: u64, n: u32) -> String {
     let delegate = crate::support::digest(&format!("{family}/{generation}/{n}"));
-    if family == 0 { delegate } else { format!("{family}_{generation}_{delegate}") }
+    if family == 0 {
+        delegate
+    } else {
+        format!("{family}_{generation}_{delegate}")
+    }
 }
 
 fn parquet_bytes(ids: &[String]) -> Vec<u8> {
     use arrow::array::{ArrayRef, RecordBatch, StringArray};
-    let batch = RecordBatch::try_from_iter(vec![("blob_id", std::sync::Arc::new(StringArray::from(ids.to_vec())) as ArrayRef)]).unwrap();
+    let batch = RecordBatch::try_from_iter(vec![(
+        "blob_id",
+        std::sync::Arc::new(StringArray::from(ids.to_vec())) as ArrayRef,
+    )])
+    .unwrap();
     let mut buf = Vec::new();
     let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
@@ -40,7 +53,10 @@ fn parquet_bytes(ids: &[String]) -> Vec<u8> {
 
 async fn list(loc: &Location) -> BTreeSet<String> {
     let metas: Vec<_> = loc.store.list(Some(&loc.path)).try_collect().await.unwrap();
-    metas.iter().map(|m| blobgc::listing::key_below(&loc.path, &m.location).to_string()).collect()
+    metas
+        .iter()
+        .map(|m| blobgc::listing::key_below(&loc.path, &m.location).to_string())
+        .collect()
 }
 
 struct Case {
@@ -59,17 +75,33 @@ async fn check(c: Case) -> Result<(), TestCaseError> {
     let store = Location::parse(&format!("{root}/store"), "store").unwrap();
     let ids: BTreeSet<String> = c.blobs.iter().map(|&(f, g, n)| blob_id(f, g, n)).collect();
     for id in &ids {
-        store.write(&store.child(id), id.clone().into_bytes()).await.unwrap();
+        store
+            .write(&store.child(id), id.clone().into_bytes())
+            .await
+            .unwrap();
     }
-    let mut refs: Vec<String> =
-        ids.iter().zip(c.referenced.iter().cycle()).filter(|(_, r)| **r).map(|(id, _)| id.clone()).collect();
+    let mut refs: Vec<String> = ids
+        .iter()
+        .zip(c.referenced.iter().cycle())
+        .filter(|(_, r)| **r)
+        .map(|(id, _)| id.clone())
+        .collect();
     refs.extend((0..c.dangling_refs).map(|n| blob_id(1, 1, n)));
     refs.extend(refs.clone().into_iter().take(3));
     let refs_loc = Location::parse(&format!("{root}/refs/part-0.parquet"), "refs").unwrap();
-    refs_loc.store.put(&refs_loc.path, parquet_bytes(&refs).into()).await.unwrap();
+    refs_loc
+        .store
+        .put(&refs_loc.path, parquet_bytes(&refs).into())
+        .await
+        .unwrap();
 
     let now = DateTime::from_timestamp(c.now_generation as i64 * 30 * DAY + 7, 0).unwrap();
-    let source = SourceSpec { name: "refs".into(), url: format!("{root}/refs"), columns: vec!["blob_id".into()], allow_empty: true };
+    let source = SourceSpec {
+        name: "refs".into(),
+        url: format!("{root}/refs"),
+        columns: vec!["blob_id".into()],
+        allow_empty: true,
+    };
     let mut job = Job::new(store.url(), vec![source], now);
     job.partitions = c.partitions;
     job.batch_size = c.batch_size;
@@ -79,7 +111,9 @@ async fn check(c: Case) -> Result<(), TestCaseError> {
     let dir = PlanDir::new(Location::parse(&format!("{root}/plan"), "plan").unwrap());
     let summary = plan(&job, &dir, &ProgressBar::hidden()).await.unwrap();
     prop_assert_eq!(summary.counts.reference_count, refs.len() as u64);
-    sweep(&dir, &SweepOptions::default(), &ProgressBar::hidden()).await.unwrap();
+    sweep(&dir, &SweepOptions::default(), &ProgressBar::hidden())
+        .await
+        .unwrap();
 
     let left = list(&store).await;
     let rule = GenerationRule::new(1, 30 * DAY as u64, now).unwrap();
@@ -87,7 +121,12 @@ async fn check(c: Case) -> Result<(), TestCaseError> {
     for id in &ids {
         let garbage = !referenced.contains(id) && rule.classify(id) == IdClass::Eligible;
         if !garbage {
-            prop_assert!(left.contains(id), "deleted {} (referenced: {})", id, referenced.contains(id));
+            prop_assert!(
+                left.contains(id),
+                "deleted {} (referenced: {})",
+                id,
+                referenced.contains(id)
+            );
         }
     }
     prop_assert!(left.is_subset(&ids));

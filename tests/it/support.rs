@@ -25,10 +25,13 @@ pub fn id(generation: u64, content: &str) -> String {
 
 pub fn write_parquet(path: &Path, columns: Vec<(&str, Vec<Option<&str>>)>) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let arrays: Vec<(&str, ArrayRef)> =
-        columns.into_iter().map(|(n, v)| (n, Arc::new(StringArray::from(v)) as ArrayRef)).collect();
+    let arrays: Vec<(&str, ArrayRef)> = columns
+        .into_iter()
+        .map(|(n, v)| (n, Arc::new(StringArray::from(v)) as ArrayRef))
+        .collect();
     let batch = RecordBatch::try_from_iter(arrays).unwrap();
-    let mut w = ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
 }
@@ -46,16 +49,24 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn u(&self, key: &str) -> u64 {
-        self.report.as_ref().and_then(|r| r[key].as_u64()).unwrap_or_else(|| panic!("no {key} in {:?}\n{}", self.report, self.stderr))
+        self.report
+            .as_ref()
+            .and_then(|r| r[key].as_u64())
+            .unwrap_or_else(|| panic!("no {key} in {:?}\n{}", self.report, self.stderr))
     }
     pub fn status(&self) -> &str {
-        self.report.as_ref().and_then(|r| r["status"].as_str()).unwrap_or("")
+        self.report
+            .as_ref()
+            .and_then(|r| r["status"].as_str())
+            .unwrap_or("")
     }
 }
 
 impl Fixture {
     pub fn new() -> Self {
-        let f = Fixture { dir: tempfile::tempdir().unwrap() };
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
         std::fs::create_dir_all(f.store()).unwrap();
         f
     }
@@ -74,19 +85,29 @@ impl Fixture {
 
     pub fn blobs<S: AsRef<str>>(&self, ids: &[S]) {
         for id in ids {
-            std::fs::write(self.store().join(id.as_ref()), format!("content of {}", id.as_ref())).unwrap();
+            std::fs::write(
+                self.store().join(id.as_ref()),
+                format!("content of {}", id.as_ref()),
+            )
+            .unwrap();
         }
     }
 
     /// A reference table `refs/<name>/part-0.parquet` with a `blob_id` column; returns `--refs`.
     pub fn refs<S: AsRef<str>>(&self, name: &str, ids: &[S]) -> String {
         let dir = self.path(&format!("refs/{name}"));
-        write_parquet(&dir.join("part-0.parquet"), vec![("blob_id", ids.iter().map(|s| Some(s.as_ref())).collect())]);
+        write_parquet(
+            &dir.join("part-0.parquet"),
+            vec![("blob_id", ids.iter().map(|s| Some(s.as_ref())).collect())],
+        );
         format!("{name}={}", dir.display())
     }
 
     pub fn left(&self) -> BTreeSet<String> {
-        std::fs::read_dir(self.store()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+        std::fs::read_dir(self.store())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
     }
 
     /// `blobgc run --store <store> --now <now> --report <file> <args>`.
@@ -107,7 +128,9 @@ impl Fixture {
             .env("RUST_LOG", "warn")
             .output()
             .unwrap();
-        let report = std::fs::read(&report).ok().map(|b| serde_json::from_slice(&b).unwrap());
+        let report = std::fs::read(&report)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap());
         Outcome {
             code: out.status.code().unwrap_or(-1),
             report,
