@@ -113,6 +113,13 @@ fn content(rng: &mut StdRng, label: &str, max: usize) -> Vec<u8> {
         .collect()
 }
 
+fn write_batch(path: &Path, batch: &RecordBatch) -> Result<(), Box<dyn std::error::Error>> {
+    let mut w = ArrowWriter::try_new(std::fs::File::create(path)?, batch.schema(), None)?;
+    w.write(batch)?;
+    w.close()?;
+    Ok(())
+}
+
 type Table = Vec<(&'static str, Vec<Option<String>>)>;
 
 fn write_table(
@@ -137,13 +144,7 @@ fn write_table(
             })
             .collect();
         let batch = RecordBatch::try_from_iter(arrays)?;
-        let mut w = ArrowWriter::try_new(
-            std::fs::File::create(dir.join(format!("part-{p}.parquet")))?,
-            batch.schema(),
-            None,
-        )?;
-        w.write(&batch)?;
-        w.close()?;
+        write_batch(&dir.join(format!("part-{p}.parquet")), &batch)?;
     }
     Ok(())
 }
@@ -319,13 +320,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ),
             ),
         ])?;
-        let mut w = ArrowWriter::try_new(
-            std::fs::File::create(dir.join("part-0.parquet"))?,
-            batch.schema(),
-            None,
-        )?;
-        w.write(&batch)?;
-        w.close()?;
+        write_batch(&dir.join("part-0.parquet"), &batch)?;
     }
     {
         std::fs::create_dir_all(out.join("inventory"))?;
@@ -350,13 +345,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ),
             ),
         ])?;
-        let mut w = ArrowWriter::try_new(
-            std::fs::File::create(out.join("inventory/part-0.parquet"))?,
-            batch.schema(),
-            None,
-        )?;
-        w.write(&batch)?;
-        w.close()?;
+        write_batch(&out.join("inventory/part-0.parquet"), &batch)?;
     }
 
     let referenced: BTreeSet<&String> = messages

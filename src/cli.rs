@@ -139,11 +139,9 @@ pub async fn run(job: &Job) -> Result<Report> {
     let (dir_text, temporary) = match &job.plan_dir {
         Some(d) => (d.clone(), None),
         None => {
-            let tmp = std::env::temp_dir().join(format!(
-                "blobgc-plan-{}-{}",
-                job.now.timestamp(),
-                job.salt
-            ));
+            // Unique per run: two runs with the same clock and salt must never share a plan.
+            let tmp =
+                std::env::temp_dir().join(format!("blobgc-plan-{}", crate::plan::new_run_id()));
             (tmp.display().to_string(), Some(tmp))
         }
     };

@@ -49,6 +49,9 @@ pub enum PlanStatus {
 /// Everything a plan found, stored as `summary.json`; the sweep and the report start from it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanSummary {
+    /// Unique per plan; prefixes its batch names, so plans racing in one directory can never
+    /// sweep each other's batches against the wrong store.
+    pub run_id: String,
     pub status: PlanStatus,
     pub abort_reason: Option<String>,
     pub store: String,
@@ -114,6 +117,15 @@ impl PlanCounts {
     }
 }
 
+/// A fresh run id: the UTC time, then randomness.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:08x}",
+        Utc::now().format("%Y%m%dT%H%M%S"),
+        rand::random::<u32>()
+    )
+}
+
 /// A session with blobgc's functions, using `partitions` parallel partitions.
 pub fn session(partitions: usize) -> SessionContext {
     let ctx = SessionContext::new_with_config(
@@ -137,6 +149,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     }
     let ctx = session(job.partitions);
     let mut summary = PlanSummary {
+        run_id: new_run_id(),
         status: PlanStatus::Planned,
         abort_reason: None,
         store: store.url(),
@@ -243,7 +256,11 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         .map(|(i, stream)| {
             tokio::spawn(consume(
                 stream,
-                BatchWriter::new(dir.clone(), format!("p{i:04}"), job.batch_size),
+                BatchWriter::new(
+                    dir.clone(),
+                    format!("{}-p{i:04}", summary.run_id),
+                    job.batch_size,
+                ),
                 progress.clone(),
             ))
         })

@@ -1,6 +1,6 @@
 //! The run report of CONTRACT.md: JSON for orchestrators, a few lines for people.
 
-use crate::plan::{PlanStatus, PlanSummary};
+use crate::plan::{PlanCounts, PlanStatus, PlanSummary};
 use crate::sweep::{FailedBatch, SweepMetrics};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -32,15 +32,9 @@ pub struct Report {
     pub store: String,
     pub plan: String,
     pub reference_source_count: usize,
-    pub reference_count: u64,
-    pub null_reference_count: u64,
-    pub blob_count: u64,
-    pub eligible_blob_count: u64,
-    pub eligible_bytes: u64,
-    pub malformed_id_count: u64,
-    pub malformed_ids: Vec<String>,
-    pub candidate_count: u64,
-    pub candidate_bytes: u64,
+    /// `reference_count`, `blob_count`, `eligible_blob_count`, `candidate_count`, ...
+    #[serde(flatten)]
+    pub counts: PlanCounts,
     pub gced_blob_count: u64,
     pub gced_bytes: u64,
     pub error_count: u64,
@@ -72,7 +66,6 @@ impl Report {
         sweep: Option<&SweepMetrics>,
         dry_run: bool,
     ) -> Self {
-        let c = &plan.counts;
         let s = sweep.cloned().unwrap_or_default();
         let status = match (plan.status, s.error_count) {
             (PlanStatus::Aborted, _) => Status::Aborted,
@@ -87,15 +80,7 @@ impl Report {
             store: plan.store.clone(),
             plan: plan_location,
             reference_source_count: plan.sources.len(),
-            reference_count: c.reference_count,
-            null_reference_count: c.null_reference_count,
-            blob_count: c.blob_count,
-            eligible_blob_count: c.eligible_blob_count,
-            eligible_bytes: c.eligible_bytes,
-            malformed_id_count: c.malformed_id_count,
-            malformed_ids: c.malformed_ids.clone(),
-            candidate_count: c.candidate_count,
-            candidate_bytes: c.candidate_bytes,
+            counts: plan.counts.clone(),
             gced_blob_count: s.gced_blob_count,
             gced_bytes: s.gced_bytes,
             error_count: s.error_count,
@@ -137,15 +122,15 @@ impl Report {
             ),
             _ if self.dry_run => format!(
                 "blobgc: dry run: {} of {} listed blobs would be deleted ({})\n",
-                self.candidate_count,
-                self.blob_count,
-                bytes(self.candidate_bytes)
+                self.counts.candidate_count,
+                self.counts.blob_count,
+                bytes(self.counts.candidate_bytes)
             ),
             status => format!(
                 "blobgc: {}: deleted {} of {} listed blobs, {} reclaimed{}\n",
                 format!("{status:?}").to_lowercase(),
                 self.gced_blob_count,
-                self.blob_count,
+                self.counts.blob_count,
                 bytes(self.gced_bytes),
                 if self.error_count > 0 {
                     format!(", {} failed batch(es)", self.error_count)
@@ -157,12 +142,12 @@ impl Report {
         out += &format!(
             "  references: {} source(s), {} ids ({} null); listed {} blobs, {} eligible, {} malformed, {} candidates\n",
             self.reference_source_count,
-            self.reference_count,
-            self.null_reference_count,
-            self.blob_count,
-            self.eligible_blob_count,
-            self.malformed_id_count,
-            self.candidate_count
+            self.counts.reference_count,
+            self.counts.null_reference_count,
+            self.counts.blob_count,
+            self.counts.eligible_blob_count,
+            self.counts.malformed_id_count,
+            self.counts.candidate_count
         );
         out += &format!(
             "  filter: {} bits, {} hashes, estimated fpp {:.5} (requested {}); salt {}; generation {} (family {}) at {}\n",

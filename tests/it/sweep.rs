@@ -20,6 +20,18 @@ fn plan(f: &Fixture, refs: &str, extra: &[&str]) -> (Outcome, String) {
     (f.blobgc(&args), dir)
 }
 
+/// The batches a plan lists, in order.
+fn batch_names(f: &Fixture) -> Vec<String> {
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(f.path("plan/summary.json")).unwrap()).unwrap();
+    summary["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn plan_then_sweep_then_a_second_sweep_does_nothing() {
     let f = Fixture::new();
@@ -70,7 +82,8 @@ fn a_failed_batch_makes_the_run_partial_and_a_rerun_completes_it() {
     let (planned, dir) = plan(&f, &refs, &["--batch-size", "3", "--partitions", "1"]);
     assert_eq!(planned.code, 0, "{}", planned.stderr);
     assert_eq!(planned.u("batch_count"), 4);
-    let batch = f.path("plan/batches/p0000-000001.parquet");
+    let name = batch_names(&f)[1].clone();
+    let batch = f.path(&format!("plan/batches/{name}.parquet"));
     let hidden = f.path("hidden.parquet");
     std::fs::rename(&batch, &hidden).unwrap();
 
@@ -86,7 +99,7 @@ fn a_failed_batch_makes_the_run_partial_and_a_rerun_completes_it() {
     );
     assert_eq!(
         partial.report.as_ref().unwrap()["failed_batches"][0]["batch"],
-        "p0000-000001"
+        name.as_str()
     );
     assert_eq!(
         f.left().len(),
@@ -134,7 +147,7 @@ fn a_batch_holding_an_active_id_is_refused() {
     let (planned, dir) = plan(&f, &refs, &["--partitions", "1"]);
     assert_eq!(planned.code, 0, "{}", planned.stderr);
     write_parquet(
-        &f.path("plan/batches/p0000-000000.parquet"),
+        &f.path(&format!("plan/batches/{}.parquet", batch_names(&f)[0])),
         vec![("blob_id", vec![Some(active.as_str())])],
     );
     // A batch without sizes is unreadable; with an active id it must be refused, not swept.
@@ -154,7 +167,9 @@ fn a_batch_holding_an_active_id_is_refused() {
         ),
     ])
     .unwrap();
-    let file = std::fs::File::create(f.path("plan/batches/p0000-000000.parquet")).unwrap();
+    let file =
+        std::fs::File::create(f.path(&format!("plan/batches/{}.parquet", batch_names(&f)[0])))
+            .unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
