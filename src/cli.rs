@@ -3,11 +3,11 @@
 //! stdout carries only the JSON report, as its last line; people read stderr.
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobArgs};
+use crate::job::{Job, JobArgs, JobFile};
 use crate::plan::{PlanStatus, plan};
 use crate::plan_dir::PlanDir;
 use crate::report::{Report, Status};
-use crate::store::Location;
+use crate::store::{Location, S3Options, configure_s3};
 use crate::sweep::{SweepOptions, sweep};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -39,20 +39,31 @@ enum Command {
         out: String,
     },
     /// Execute a plan's deletion batches, or resume an interrupted sweep.
-    Sweep {
-        /// The plan directory written by `blobgc plan` (or kept by a partial `run`).
-        #[arg(long, value_name = "DIR")]
-        plan: String,
-        /// Delete from this store instead of the one recorded in the plan.
-        #[arg(long, value_name = "URL")]
-        store: Option<String>,
-        /// Deletion batches executed at once.
-        #[arg(long, value_name = "N", default_value_t = SweepOptions::default().concurrency)]
-        delete_concurrency: usize,
-        /// Also write the JSON report to this file.
-        #[arg(long, value_name = "FILE")]
-        report: Option<PathBuf>,
-    },
+    Sweep(SweepArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SweepArgs {
+    /// The plan directory written by `blobgc plan` (or kept by a partial `run`).
+    #[arg(long, value_name = "DIR")]
+    plan: String,
+    /// A job file, for its [s3], delete_concurrency and max_deletes_per_second keys.
+    #[arg(long, value_name = "FILE")]
+    job: Option<PathBuf>,
+    /// Delete from this store instead of the one recorded in the plan.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// Deletion batches executed at once.
+    #[arg(long, value_name = "N")]
+    delete_concurrency: Option<usize>,
+    /// Keys deleted per second at most (default: no limit).
+    #[arg(long, value_name = "N")]
+    max_deletes_per_second: Option<u32>,
+    #[command(flatten)]
+    s3: S3Options,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -101,11 +112,13 @@ async fn dispatch(command: Command) -> Result<(Report, Option<PathBuf>)> {
     match command {
         Command::Run(args) => {
             let job = args.resolve(chrono::Utc::now)?;
+            configure_s3(job.s3.clone());
             let report = run(&job).await?;
             Ok((report, job.report))
         }
         Command::Plan { job: args, out } => {
             let job = args.resolve(chrono::Utc::now)?;
+            configure_s3(job.s3.clone());
             let dir = new_plan_dir(&out, "--out").await?;
             let summary = plan(&job, &dir, &spinner()).await?;
             Ok((
@@ -113,21 +126,32 @@ async fn dispatch(command: Command) -> Result<(Report, Option<PathBuf>)> {
                 job.report,
             ))
         }
-        Command::Sweep {
-            plan,
-            store,
-            delete_concurrency,
-            report,
-        } => {
-            let dir = PlanDir::new(Location::parse(&plan, "--plan")?);
+        Command::Sweep(args) => {
+            let file = args
+                .job
+                .as_deref()
+                .map(JobFile::read)
+                .transpose()?
+                .unwrap_or_default();
+            configure_s3(args.s3.or(file.s3.unwrap_or_default()));
             let options = SweepOptions {
-                concurrency: delete_concurrency,
-                store,
+                concurrency: args
+                    .delete_concurrency
+                    .or(file.delete_concurrency)
+                    .unwrap_or(SweepOptions::default().concurrency),
+                store: args.store,
+                max_deletes_per_second: args.max_deletes_per_second.or(file.max_deletes_per_second),
             };
+            if options.concurrency == 0 || options.max_deletes_per_second == Some(0) {
+                return Err(Error::usage(
+                    "--delete-concurrency and --max-deletes-per-second must be >= 1",
+                ));
+            }
+            let dir = PlanDir::new(Location::parse(&args.plan, "--plan")?);
             let (summary, metrics) = sweep(&dir, &options, &bar()).await?;
             Ok((
                 Report::new(&summary, dir.location.url(), Some(&metrics), false),
-                report,
+                args.report,
             ))
         }
     }
@@ -151,6 +175,7 @@ pub async fn run(job: &Job) -> Result<Report> {
         let options = SweepOptions {
             concurrency: job.delete_concurrency,
             store: None,
+            max_deletes_per_second: job.max_deletes_per_second,
         };
         Some(sweep(&dir, &options, &bar()).await?.1)
     } else {

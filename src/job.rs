@@ -7,6 +7,7 @@
 use crate::error::{Error, Result};
 use crate::generation::{DEFAULT_DURATION_SECONDS, DEFAULT_FAMILY, parse_duration};
 use crate::references::SourceSpec;
+use crate::store::S3Options;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -30,8 +31,13 @@ pub struct Job {
     pub ignore_malformed: bool,
     pub partitions: usize,
     pub delete_concurrency: usize,
+    /// Keys deleted per second at most, over all concurrent batches (None: no limit).
+    pub max_deletes_per_second: Option<u32>,
+    /// Key ranges of an S3 store listed at once.
+    pub list_concurrency: usize,
     pub report: Option<PathBuf>,
     pub plan_dir: Option<String>,
+    pub s3: S3Options,
 }
 
 impl Job {
@@ -53,8 +59,11 @@ impl Job {
             ignore_malformed: false,
             partitions: default_partitions(),
             delete_concurrency: 4,
+            max_deletes_per_second: None,
+            list_concurrency: 8,
             report: None,
             plan_dir: None,
+            s3: S3Options::default(),
         }
     }
 
@@ -82,8 +91,13 @@ impl Job {
         if self.expected_references == Some(0) {
             return fail("--expected-references must be >= 1".into());
         }
-        if self.partitions == 0 || self.delete_concurrency == 0 {
-            return fail("--partitions and --delete-concurrency must be >= 1".into());
+        if self.partitions == 0 || self.delete_concurrency == 0 || self.list_concurrency == 0 {
+            return fail(
+                "--partitions, --delete-concurrency and --list-concurrency must be >= 1".into(),
+            );
+        }
+        if self.max_deletes_per_second == Some(0) {
+            return fail("--max-deletes-per-second must be >= 1".into());
         }
         if self.salt.is_empty() {
             return fail("--salt must not be empty".into());
@@ -133,8 +147,11 @@ pub struct JobFile {
     pub ignore_malformed: Option<bool>,
     pub partitions: Option<usize>,
     pub delete_concurrency: Option<usize>,
+    pub max_deletes_per_second: Option<u32>,
+    pub list_concurrency: Option<usize>,
     pub report: Option<PathBuf>,
     pub plan_dir: Option<String>,
+    pub s3: Option<S3Options>,
 }
 
 impl JobFile {
@@ -199,6 +216,14 @@ pub struct JobArgs {
     /// Deletion batches executed at once.
     #[arg(long, value_name = "N")]
     pub delete_concurrency: Option<usize>,
+    /// Keys deleted per second at most (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_deletes_per_second: Option<u32>,
+    /// Key ranges of an S3 store listed at once.
+    #[arg(long, value_name = "N")]
+    pub list_concurrency: Option<usize>,
+    #[command(flatten)]
+    pub s3: S3Options,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -289,6 +314,12 @@ impl JobArgs {
             .delete_concurrency
             .or(file.delete_concurrency)
             .unwrap_or(job.delete_concurrency);
+        job.max_deletes_per_second = self.max_deletes_per_second.or(file.max_deletes_per_second);
+        job.list_concurrency = self
+            .list_concurrency
+            .or(file.list_concurrency)
+            .unwrap_or(job.list_concurrency);
+        job.s3 = self.s3.clone().or(file.s3.unwrap_or_default());
         job.report = self.report.clone().or(file.report);
         job.plan_dir = self.plan_dir.clone().or(file.plan_dir);
         job.validate()?;

@@ -1,6 +1,14 @@
 //! The blobs to consider: a live listing of the store, or a Parquet inventory of it. Either
 //! way a streamed, partitioned DataFusion input with `blob_id` and `size`; never collected.
+//!
+//! On object stores that serve listings from an offset (S3 `start-after`), the key space is
+//! cut into ranges listed concurrently, one DataFusion partition per `--list-concurrency`.
+//! Content-addressed keys are uniform after their `{family}_{generation}_` part, so the cut
+//! points are each such prefix present (found by skipping from one prefix to the next, one
+//! request each) followed by evenly spaced base64url characters. The ranges tile the whole key
+//! space, whatever the cut points: a key is listed exactly once.
 
+use crate::blob_id::BlobId;
 use crate::error::{Error, Result};
 use crate::store::Location;
 use arrow::array::{Int64Builder, RecordBatch, StringBuilder};
@@ -13,6 +21,7 @@ use datafusion::logical_expr::{Expr, cast};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
@@ -30,15 +39,114 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// The live listing of `store`: every key below its prefix is a blob id.
-pub fn live(ctx: &SessionContext, store: &Location) -> Result<DataFrame> {
-    let partition = StoreListing {
-        schema: schema(),
-        store: Arc::clone(&store.store),
-        prefix: store.path.clone(),
+/// The live listing of `store`: every key below its prefix is a blob id. Listed in up to
+/// `concurrency` key ranges at once where the store lists from an offset natively.
+pub async fn live(ctx: &SessionContext, store: &Location, concurrency: usize) -> Result<DataFrame> {
+    let ranges = if store.lists_from_offset() && concurrency > 1 {
+        key_ranges(store).await?
+    } else {
+        vec![KeyRange {
+            after: None,
+            up_to: None,
+        }]
     };
-    let table = StreamingTable::try_new(schema(), vec![Arc::new(partition)])?;
+    let mut partitions: Vec<Vec<KeyRange>> = vec![Vec::new(); concurrency.clamp(1, ranges.len())];
+    for (i, range) in ranges.into_iter().enumerate() {
+        let n = partitions.len();
+        partitions[i % n].push(range);
+    }
+    let partitions: Vec<Arc<dyn PartitionStream>> = partitions
+        .into_iter()
+        .map(|ranges| {
+            Arc::new(StoreListing {
+                schema: schema(),
+                store: Arc::clone(&store.store),
+                prefix: store.path.clone(),
+                ranges,
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    let table = StreamingTable::try_new(schema(), partitions)?;
     Ok(ctx.read_table(Arc::new(table))?)
+}
+
+/// Keys `k` with `after < k <= up_to` (relative to the store prefix); `None` is unbounded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub after: Option<String>,
+    pub up_to: Option<String>,
+}
+
+/// base64url in byte order, the characters that follow a generation prefix.
+const SORTED_URL_ALPHABET: &str =
+    "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+/// Ranges per key group: every 8th character of the alphabet starts a new one.
+const CUTS_PER_GROUP: usize = 8;
+/// Beyond this many groups the rest of the key space stays one range (still listed, once).
+const MAX_GROUPS: usize = 4096;
+
+/// The group of a key, its `{family}_{generation}_` prefix or else its first character, and
+/// an offset past the group's keys. A legacy group stops short of `_`, where generation
+/// groups of the same first character sort, so that those are found and cut too.
+fn key_group(key: &str) -> (String, String) {
+    if let Ok(id) = BlobId::parse(key)
+        && key.len() > id.delegate.len()
+    {
+        let group = key[..key.len() - id.delegate.len()].to_string();
+        let past = format!("{group}~");
+        return (group, past);
+    }
+    let mut chars = key.chars();
+    let first = chars.next().map(String::from).unwrap_or_default();
+    let past = match chars.next() {
+        Some(c) if c < '_' => format!("{first}Z~"),
+        Some('_') => key.to_string(),
+        _ => format!("{first}~"),
+    };
+    (first, past)
+}
+
+/// Cut points from the groups present, then the ranges between consecutive cut points.
+async fn key_ranges(store: &Location) -> Result<Vec<KeyRange>> {
+    let mut cuts = Vec::new();
+    let mut offset: Option<Path> = None;
+    for _ in 0..MAX_GROUPS {
+        let mut keys = match &offset {
+            None => store.store.list(Some(&store.path)),
+            Some(o) => store.store.list_with_offset(Some(&store.path), o),
+        };
+        let Some(first) = keys
+            .try_next()
+            .await
+            .map_err(|e| Error::runtime(format!("listing {store}: {e}")))?
+        else {
+            break;
+        };
+        let (group, past) = key_group(key_below(&store.path, &first.location));
+        let step = SORTED_URL_ALPHABET.len() / CUTS_PER_GROUP;
+        cuts.extend(
+            SORTED_URL_ALPHABET
+                .chars()
+                .step_by(step)
+                .skip(1)
+                .map(|c| format!("{group}{c}")),
+        );
+        cuts.push(group);
+        offset = Some(path_of(&store.path, &past)?);
+    }
+    cuts.sort();
+    cuts.dedup();
+    let mut ranges = Vec::with_capacity(cuts.len() + 1);
+    let mut after = None;
+    for cut in cuts {
+        ranges.push(KeyRange {
+            after: after.clone(),
+            up_to: Some(cut.clone()),
+        });
+        after = Some(cut);
+    }
+    ranges.push(KeyRange { after, up_to: None });
+    Ok(ranges)
 }
 
 /// A Parquet inventory with `blob_id` (string) and `size` (integer) columns.
@@ -80,12 +188,43 @@ pub async fn inventory(ctx: &SessionContext, url: &str) -> Result<DataFrame> {
     ])?)
 }
 
-/// One partition of the live listing: the keys below `prefix`, in pages.
+/// One partition of the live listing: the keys of its ranges below `prefix`, in pages.
 #[derive(Debug)]
 struct StoreListing {
     schema: SchemaRef,
     store: Arc<dyn ObjectStore>,
     prefix: Path,
+    ranges: Vec<KeyRange>,
+}
+
+impl StoreListing {
+    fn range(&self, range: KeyRange) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let listed = match &range.after {
+            None => self.store.list(Some(&self.prefix)),
+            Some(after) => match path_of(&self.prefix, after) {
+                Ok(offset) => self.store.list_with_offset(Some(&self.prefix), &offset),
+                Err(e) => {
+                    return futures::stream::once(async move {
+                        Err(object_store::Error::Generic {
+                            store: "listing",
+                            source: e.into(),
+                        })
+                    })
+                    .boxed();
+                }
+            },
+        };
+        let Some(up_to) = range.up_to else {
+            return listed;
+        };
+        let prefix = self.prefix.clone();
+        // The store lists in key order: the range ends at the first key past it.
+        listed
+            .try_take_while(move |m| {
+                futures::future::ready(Ok(key_below(&prefix, &m.location) <= up_to.as_str()))
+            })
+            .boxed()
+    }
 }
 
 impl PartitionStream for StoreListing {
@@ -95,9 +234,9 @@ impl PartitionStream for StoreListing {
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let (schema, prefix) = (Arc::clone(&self.schema), self.prefix.clone());
-        let batches = self
-            .store
-            .list(Some(&self.prefix))
+        let ranges: Vec<_> = self.ranges.iter().cloned().map(|r| self.range(r)).collect();
+        let batches = futures::stream::iter(ranges)
+            .flatten()
             .map_err(DataFusionError::from)
             .chunks(LISTING_BATCH_ROWS)
             .map(move |page| {
@@ -152,4 +291,57 @@ pub fn path_of(prefix: &Path, id: &str) -> Result<Path> {
     };
     Path::parse(&text)
         .map_err(|e| Error::runtime(format!("blob id {id:?} is not a valid object key: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+
+    #[tokio::test]
+    async fn key_ranges_tile_the_key_space() {
+        let store = Location::parse("memory://listing-ranges/blobs", "store").unwrap();
+        let mut keys: Vec<String> = Vec::new();
+        for g in [9u64, 10, 11, 700] {
+            keys.extend(
+                ["-a", "0b", "Mc", "_d", "ze", "zz"]
+                    .iter()
+                    .map(|h| format!("1_{g}_{h}")),
+            );
+        }
+        keys.extend(
+            [
+                "-legacy", "1Alegacy", "1_x", "1zlegacy", "A", "Z~weird", "_a", "zzz", "~",
+            ]
+            .map(String::from),
+        );
+        keys.extend(["2_5_q", "0_0_r", "1__bad", "nested/key"].map(String::from));
+        for k in &keys {
+            store
+                .store
+                .put(&path_of(&store.path, k).unwrap(), "x".into())
+                .await
+                .unwrap();
+        }
+        let ranges = key_ranges(&store).await.unwrap();
+        assert!(ranges.len() > 30, "generation groups are cut: {ranges:?}");
+        let listing = StoreListing {
+            schema: schema(),
+            store: Arc::clone(&store.store),
+            prefix: store.path.clone(),
+            ranges: vec![],
+        };
+        let mut listed = Vec::new();
+        for range in ranges {
+            let metas: Vec<_> = listing.range(range).try_collect().await.unwrap();
+            listed.extend(
+                metas
+                    .iter()
+                    .map(|m| key_below(&store.path, &m.location).to_string()),
+            );
+        }
+        listed.sort();
+        keys.sort();
+        assert_eq!(listed, keys, "every key exactly once");
+    }
 }

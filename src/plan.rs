@@ -227,7 +227,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     progress.set_message("listing and probing blobs");
     let listed = match &job.inventory {
         Some(url) => listing::inventory(&ctx, url).await?,
-        None => listing::live(&ctx, &store)?,
+        None => listing::live(&ctx, &store, job.list_concurrency).await?,
     };
     let class = functions::id_class().call(vec![
         col(BLOB_ID),

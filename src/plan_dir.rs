@@ -17,7 +17,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
@@ -157,6 +157,26 @@ impl PlanDir {
                     .map(str::to_string)
             })
             .collect())
+    }
+
+    /// The outcomes recorded for `names`, summed.
+    pub async fn outcomes(&self, names: &[String]) -> Result<BatchOutcome> {
+        let outcomes: Vec<BatchOutcome> = futures::stream::iter(names)
+            .map(|name| async move {
+                let bytes = self.location.read(&self.done_path(name)).await?;
+                serde_json::from_slice::<BatchOutcome>(&bytes).map_err(|e| {
+                    Error::runtime(format!("done marker of batch {name} is corrupt: {e}"))
+                })
+            })
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(outcomes
+            .iter()
+            .fold(BatchOutcome::default(), |a, o| BatchOutcome {
+                deleted: a.deleted + o.deleted,
+                bytes: a.bytes + o.bytes,
+            }))
     }
 
     pub async fn delete_batches(&self, names: &[String]) -> Result<()> {

@@ -12,8 +12,109 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::time::Duration;
 use url::Url;
+
+/// Options of S3 (and S3-compatible) stores, over what object_store reads from the standard
+/// `AWS_*` environment variables. Credentials are accepted here and from the environment, never
+/// as flags (a process listing would show them), and never printed.
+#[derive(Clone, Default, PartialEq, serde::Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct S3Options {
+    /// S3 endpoint, e.g. http://127.0.0.1:8333 for a local server.
+    #[arg(long = "s3-endpoint", value_name = "URL")]
+    pub endpoint: Option<String>,
+    #[arg(long = "s3-region", value_name = "REGION")]
+    pub region: Option<String>,
+    /// Allow plain-HTTP endpoints.
+    #[arg(long = "s3-allow-http", value_name = "BOOL")]
+    pub allow_http: Option<bool>,
+    /// Virtual-hosted-style requests (bucket.endpoint) instead of path style.
+    #[arg(long = "s3-virtual-hosted-style", value_name = "BOOL")]
+    pub virtual_hosted_style: Option<bool>,
+    /// Retries of a failed request (5xx, throttling, resets), with exponential backoff.
+    #[arg(long = "s3-max-retries", value_name = "N")]
+    pub max_retries: Option<usize>,
+    /// Give up retrying a request after this many seconds.
+    #[arg(long = "s3-retry-timeout", value_name = "SECONDS")]
+    pub retry_timeout_seconds: Option<u64>,
+    #[arg(skip)]
+    pub access_key_id: Option<String>,
+    #[arg(skip)]
+    pub secret_access_key: Option<String>,
+}
+
+impl fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field("virtual_hosted_style", &self.virtual_hosted_style)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_seconds", &self.retry_timeout_seconds)
+            .field(
+                "credentials",
+                &self.access_key_id.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl S3Options {
+    /// `self`, with the fields it leaves unset taken from `other`.
+    pub fn or(self, other: S3Options) -> S3Options {
+        S3Options {
+            endpoint: self.endpoint.or(other.endpoint),
+            region: self.region.or(other.region),
+            allow_http: self.allow_http.or(other.allow_http),
+            virtual_hosted_style: self.virtual_hosted_style.or(other.virtual_hosted_style),
+            max_retries: self.max_retries.or(other.max_retries),
+            retry_timeout_seconds: self.retry_timeout_seconds.or(other.retry_timeout_seconds),
+            access_key_id: self.access_key_id.or(other.access_key_id),
+            secret_access_key: self.secret_access_key.or(other.secret_access_key),
+        }
+    }
+
+    fn builder(&self, url: &Url) -> object_store::aws::AmazonS3Builder {
+        let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url.as_str());
+        if let Some(v) = &self.endpoint {
+            b = b.with_endpoint(v);
+        }
+        if let Some(v) = &self.region {
+            b = b.with_region(v);
+        }
+        if let Some(v) = self.allow_http {
+            b = b.with_allow_http(v);
+        }
+        if let Some(v) = self.virtual_hosted_style {
+            b = b.with_virtual_hosted_style_request(v);
+        }
+        if let (Some(id), Some(secret)) = (&self.access_key_id, &self.secret_access_key) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let mut retry = object_store::RetryConfig::default();
+        if let Some(n) = self.max_retries {
+            retry.max_retries = n;
+        }
+        if let Some(t) = self.retry_timeout_seconds {
+            retry.retry_timeout = Duration::from_secs(t);
+        }
+        b.with_retry(retry)
+    }
+}
+
+static S3_OPTIONS: LazyLock<RwLock<S3Options>> =
+    LazyLock::new(|| RwLock::new(S3Options::default()));
+
+/// Sets the options S3 stores are made with. Call it before the first [`Location::parse`] of
+/// an `s3://` URL: a store is made once per process and bucket.
+pub fn configure_s3(options: S3Options) {
+    if let Ok(mut o) = S3_OPTIONS.write() {
+        *o = options;
+    }
+}
 
 /// A place in an object store: the URL a user wrote, the store and the path below its root.
 #[derive(Clone)]
@@ -67,6 +168,12 @@ impl Location {
     pub fn contains(&self, other: &Location) -> bool {
         let (a, b) = (self.dir_url(), other.dir_url());
         b.starts_with(&a)
+    }
+
+    /// Whether the store serves a listing from an offset itself (S3 `start-after`); others
+    /// list everything and filter, which makes range-partitioned listing pointless.
+    pub fn lists_from_offset(&self) -> bool {
+        matches!(self.url.scheme(), "s3" | "s3a")
     }
 
     /// Makes this location's store known to DataFusion.
@@ -123,12 +230,15 @@ fn store_for(url: &Url) -> Result<Arc<dyn ObjectStore>> {
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "file" => Arc::new(object_store::local::LocalFileSystem::new()),
         "memory" => Arc::new(object_store::memory::InMemory::new()),
-        "s3" | "s3a" => Arc::new(
-            object_store::aws::AmazonS3Builder::from_env()
-                .with_url(url.as_str())
-                .build()
-                .map_err(|e| Error::usage(format!("S3 store: {e}")))?,
-        ),
+        "s3" | "s3a" => {
+            let options = S3_OPTIONS.read().map(|o| o.clone()).unwrap_or_default();
+            Arc::new(
+                options
+                    .builder(url)
+                    .build()
+                    .map_err(|e| Error::usage(format!("S3 store: {e}")))?,
+            )
+        }
         other => {
             return Err(Error::usage(format!(
                 "unsupported URL scheme {other:?} (use file://, s3:// or memory://)"

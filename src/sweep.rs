@@ -5,7 +5,11 @@
 //! rule (a corrupted or hand-edited batch aborts instead of deleting an active blob).
 //! **Resuming:** a batch is marked done only once every key in it is gone, so a rerun after a
 //! crash skips finished batches and redoes the rest; a key already gone counts as deleted.
-//! A batch with any failed key adds 1 to `error_count` (as James) and stays pending.
+//! A batch with any failed key, after retries with backoff, adds 1 to `error_count` (as James)
+//! and stays pending. A batch's rows and bytes are counted once, when it completes: a rerun
+//! that finishes a failed or interrupted batch counts it then, so over a crash and a resume
+//! every candidate is counted exactly once (`gced_*` of this sweep plus `previously_gced_*` of
+//! the batches it found done).
 
 use crate::error::{Error, Result};
 use crate::generation::{GenerationRule, IdClass};
@@ -15,9 +19,14 @@ use crate::plan_dir::{BatchOutcome, PlanDir};
 use crate::store::Location;
 use futures::StreamExt;
 use indicatif::ProgressBar;
+use object_store::path::Path;
 use serde::Serialize;
-use std::collections::HashMap;
-use std::time::Instant;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Extra attempts at the keys of a batch that were not confirmed deleted (the store client
+/// also retries each request).
+const KEY_RETRIES: u32 = 4;
 
 /// Options of a sweep.
 #[derive(Debug, Clone)]
@@ -26,6 +35,8 @@ pub struct SweepOptions {
     pub concurrency: usize,
     /// The store to delete from, when not the one the plan was made for (e.g. another endpoint).
     pub store: Option<String>,
+    /// Keys deleted per second at most, over all concurrent batches.
+    pub max_deletes_per_second: Option<u32>,
 }
 
 impl Default for SweepOptions {
@@ -33,7 +44,34 @@ impl Default for SweepOptions {
         SweepOptions {
             concurrency: 4,
             store: None,
+            max_deletes_per_second: None,
         }
+    }
+}
+
+/// Spaces deletions out to at most `per_second` keys a second: each request reserves its
+/// slot in time, so concurrent batches share the budget.
+struct RateLimit {
+    per_second: f64,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> Self {
+        RateLimit {
+            per_second: f64::from(per_second),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    async fn acquire(&self, keys: usize) {
+        let start = {
+            let mut next = self.next.lock().await;
+            let start = (*next).max(tokio::time::Instant::now());
+            *next = start + Duration::from_secs_f64(keys as f64 / self.per_second);
+            start
+        };
+        tokio::time::sleep_until(start).await;
     }
 }
 
@@ -43,8 +81,12 @@ pub struct SweepMetrics {
     pub batch_count: u64,
     /// Batches found already done (a resumed sweep).
     pub skipped_batch_count: u64,
+    /// Blobs and bytes of the batches this sweep completed.
     pub gced_blob_count: u64,
     pub gced_bytes: u64,
+    /// Blobs and bytes of the batches found already done, by earlier sweeps of the plan.
+    pub previously_gced_blob_count: u64,
+    pub previously_gced_bytes: u64,
     pub error_count: u64,
     pub failed_batches: Vec<FailedBatch>,
     pub sweep_seconds: f64,
@@ -83,23 +125,26 @@ pub async fn sweep(
         current_generation: summary.current_generation,
     };
     let done = dir.done().await?;
-    let pending: Vec<String> = summary
+    let (finished, pending): (Vec<String>, Vec<String>) = summary
         .batches
         .iter()
-        .filter(|b| !done.contains(*b))
         .cloned()
-        .collect();
+        .partition(|b| done.contains(b));
+    let before = dir.outcomes(&finished).await?;
     let mut metrics = SweepMetrics {
         batch_count: summary.batches.len() as u64,
-        skipped_batch_count: (summary.batches.len() - pending.len()) as u64,
+        skipped_batch_count: finished.len() as u64,
+        previously_gced_blob_count: before.deleted,
+        previously_gced_bytes: before.bytes,
         ..SweepMetrics::default()
     };
+    let limit = options.max_deletes_per_second.map(RateLimit::new);
     progress.set_length(pending.len() as u64);
     let mut results = futures::stream::iter(pending)
         .map(|name| {
-            let (store, rule) = (&store, rule);
+            let (store, limit) = (&store, limit.as_ref());
             async move {
-                let result = sweep_batch(dir, store, rule, &name).await;
+                let result = sweep_batch(dir, store, rule, limit, &name).await;
                 (name, result)
             }
         })
@@ -107,23 +152,9 @@ pub async fn sweep(
     while let Some((name, result)) = results.next().await {
         progress.inc(1);
         match result {
-            Ok(BatchResult {
-                outcome,
-                failure: None,
-            }) => {
+            Ok(outcome) => {
                 metrics.gced_blob_count += outcome.deleted;
                 metrics.gced_bytes += outcome.bytes;
-            }
-            Ok(BatchResult {
-                outcome,
-                failure: Some(error),
-            }) => {
-                metrics.gced_blob_count += outcome.deleted;
-                metrics.gced_bytes += outcome.bytes;
-                metrics.error_count += 1;
-                metrics
-                    .failed_batches
-                    .push(FailedBatch { batch: name, error });
             }
             Err(e @ Error::Aborted(_)) => return Err(e),
             Err(e) => {
@@ -140,55 +171,82 @@ pub async fn sweep(
     Ok((summary, metrics))
 }
 
-struct BatchResult {
-    outcome: BatchOutcome,
-    failure: Option<String>,
-}
-
+/// Deletes one batch: every key, retried with backoff until confirmed deleted (a key already
+/// gone is deleted), then marks the batch done. An error leaves the batch pending.
 async fn sweep_batch(
     dir: &PlanDir,
     store: &Location,
     rule: GenerationRule,
+    limit: Option<&RateLimit>,
     name: &str,
-) -> Result<BatchResult> {
+) -> Result<BatchOutcome> {
     let rows = dir.read_batch(name).await?;
-    let mut sizes = HashMap::with_capacity(rows.len());
+    let mut outcome = BatchOutcome::default();
+    let mut remaining = HashSet::with_capacity(rows.len());
     for (id, size) in rows {
         if rule.classify(&id) != IdClass::Eligible {
             return Err(Error::aborted(format!(
                 "deletion batch {name} holds {id:?}, which is not eligible for deletion: the plan is corrupt"
             )));
         }
-        sizes.insert(path_of(&store.path, &id)?, size);
+        remaining.insert(path_of(&store.path, &id)?);
+        outcome.deleted += 1;
+        outcome.bytes += size;
     }
-    let paths: Vec<_> = sizes.keys().cloned().map(Ok).collect();
-    let mut deleted = store
-        .store
-        .delete_stream(futures::stream::iter(paths).boxed());
-    let mut outcome = BatchOutcome::default();
-    let mut failure = None;
-    while let Some(result) = deleted.next().await {
-        match result {
-            Ok(path) => {
-                outcome.deleted += 1;
-                outcome.bytes += sizes.get(&path).copied().unwrap_or(0);
+    let (mut backoff, mut attempt) = (Duration::from_millis(200), 0);
+    loop {
+        if let Some(limit) = limit {
+            limit.acquire(remaining.len()).await;
+        }
+        match delete_round(store, &mut remaining).await {
+            None => {
+                dir.mark_done(name, &outcome).await?;
+                return Ok(outcome);
             }
-            // Already gone (a resumed batch, or deleted by hand): deleted, but reclaims nothing now.
-            Err(object_store::Error::NotFound { .. }) => outcome.deleted += 1,
-            Err(e) => {
-                failure.get_or_insert_with(|| e.to_string());
+            Some(error) if attempt == KEY_RETRIES => {
+                return Err(Error::runtime(format!(
+                    "{} key(s) not deleted: {error}",
+                    remaining.len()
+                )));
+            }
+            Some(error) => {
+                tracing::info!(batch = name, attempt, %error, "retrying keys not confirmed deleted");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                attempt += 1;
             }
         }
     }
-    if failure.is_none() && outcome.deleted < sizes.len() as u64 {
-        failure = Some(format!(
-            "{} of {} keys were not confirmed deleted",
-            sizes.len() as u64 - outcome.deleted,
-            sizes.len()
-        ));
+}
+
+/// One bulk delete of `remaining`; removes the keys confirmed deleted. `None` when every key
+/// is gone, else the first error.
+async fn delete_round(store: &Location, remaining: &mut HashSet<Path>) -> Option<String> {
+    let sent = remaining.len();
+    let keys: Vec<_> = remaining.iter().cloned().map(Ok).collect();
+    let mut results = store
+        .store
+        .delete_stream(futures::stream::iter(keys).boxed());
+    let (mut confirmed, mut error) = (0, None);
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(path) => {
+                remaining.remove(&path);
+                confirmed += 1;
+            }
+            // Already gone; the error's path is not always the key (a file path on local disks).
+            Err(object_store::Error::NotFound { .. }) => confirmed += 1,
+            Err(e) => {
+                error.get_or_insert_with(|| e.to_string());
+            }
+        }
     }
-    if failure.is_none() {
-        dir.mark_done(name, &outcome).await?;
+    match error {
+        None if confirmed == sent => {
+            remaining.clear();
+            None
+        }
+        None => Some(format!("{} of {sent} keys got no answer", sent - confirmed)),
+        some => some,
     }
-    Ok(BatchResult { outcome, failure })
 }

@@ -120,12 +120,18 @@ impl Fixture {
 
     /// The binary with `args`, plus `--report` to a fresh file; parses that report.
     pub fn blobgc(&self, args: &[&str]) -> Outcome {
+        self.blobgc_with(args, &[])
+    }
+
+    /// [`Self::blobgc`] with extra environment variables.
+    pub fn blobgc_with(&self, args: &[&str], env: &[(&str, String)]) -> Outcome {
         let report = self.path(&format!("report-{}.json", rand::random::<u64>()));
         let out = Command::new(env!("CARGO_BIN_EXE_blobgc"))
             .args(args)
             .arg("--report")
             .arg(&report)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();
         let report = std::fs::read(&report)

@@ -1,0 +1,355 @@
+//! blobgc against a real S3 server (SeaweedFS on 127.0.0.1): a generated store with its
+//! references and plan on S3, a sweep killed and resumed, and faults injected by a proxy.
+
+use crate::fault_proxy::{FAIL_DELETES, FaultProxy, TRANSIENT};
+use crate::s3_server::{self, BUCKET, PORT};
+use crate::support::*;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Uploads every file below `dir` to `prefix/<relative path>`.
+fn upload_dir(s3: &AmazonS3, dir: &std::path::Path, prefix: &str) {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                files.push(p)
+            }
+        }
+    }
+    rt().block_on(async {
+        futures::stream::iter(files)
+            .map(|f| async move {
+                let rel = f.strip_prefix(dir).unwrap().to_str().unwrap().to_string();
+                let key = Path::parse(format!("{prefix}/{rel}")).unwrap();
+                s3.put(&key, std::fs::read(&f).unwrap().into()).await
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap();
+    });
+}
+
+fn put_blobs(s3: &AmazonS3, prefix: &str, ids: &[String]) {
+    rt().block_on(async {
+        futures::stream::iter(ids)
+            .map(|id| async move {
+                s3.put(
+                    &Path::parse(format!("{prefix}/{id}")).unwrap(),
+                    id.clone().into_bytes().into(),
+                )
+                .await
+            })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap();
+    });
+}
+
+fn keys(s3: &AmazonS3, prefix: &str) -> BTreeSet<String> {
+    let p = Path::parse(prefix).unwrap();
+    rt().block_on(s3.list(Some(&p)).try_collect::<Vec<_>>())
+        .unwrap()
+        .iter()
+        .map(|m| blobgc::listing::key_below(&p, &m.location).to_string())
+        .collect()
+}
+
+fn url(prefix: &str, rest: &str) -> String {
+    format!("s3://{BUCKET}/{prefix}/{rest}")
+}
+
+#[test]
+fn a_generated_store_on_s3_loses_exactly_its_garbage() {
+    let server = s3_server::server();
+    let s3 = s3_server::client(&server.endpoint);
+    let f = Fixture::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_blobgc-datasets"))
+        .args([
+            "--out",
+            f.dir.path().to_str().unwrap(),
+            "--messages",
+            "9000",
+            "--seed",
+            "11",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let expected: BTreeSet<String> = std::fs::read_to_string(f.path("expected-deleted.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let p = s3_server::prefix("e2e");
+    upload_dir(&s3, &f.path("store"), &format!("{p}/store"));
+    upload_dir(&s3, &f.path("refs"), &format!("{p}/refs"));
+    let before = keys(&s3, &format!("{p}/store"));
+    assert!(before.len() >= 20_000, "{} blobs", before.len());
+
+    let refs = |name: &str, cols: &str| {
+        format!("--refs={name}={}{cols}", url(&p, &format!("refs/{name}")))
+    };
+    let (store, plan) = (url(&p, "store"), url(&p, "plan"));
+    let args = [
+        "run",
+        "--store",
+        &store,
+        "--now",
+        "2026-11-22T00:00:00Z",
+        "--plan-dir",
+        &plan,
+        &refs("messages", "#header_blob_id,body_blob_id"),
+        &refs("attachments", ""),
+        &refs("mail_queue", "#header_blob_id,body_blob_id"),
+        &refs("mail_repositories", "#header_blob_id,body_blob_id"),
+        &refs("uploads", ""),
+        "--allow-empty=mail_queue",
+        "--allow-empty=mail_repositories",
+        "--fpp",
+        "0.0000001",
+        "--salt",
+        "s3",
+        "--list-concurrency",
+        "8",
+    ];
+    let run = f.blobgc_with(&args, &s3_server::env(&server.endpoint));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.u("blob_count"),
+        before.len() as u64,
+        "every key listed exactly once"
+    );
+    assert_eq!(run.u("gced_blob_count"), expected.len() as u64);
+    let left = keys(&s3, &format!("{p}/store"));
+    let deleted: BTreeSet<String> = before.difference(&left).cloned().collect();
+    assert_eq!(deleted, expected, "exactly the garbage is gone");
+    assert!(
+        keys(&s3, &format!("{p}/plan")).contains("summary.json"),
+        "the plan lives on S3"
+    );
+    assert!(
+        !run.stdout.contains("testsecret") && !run.stderr.contains("testsecret"),
+        "no credentials in output"
+    );
+}
+
+/// `n` orphans and 50 referenced blobs under `p/store`, references under `p/refs`.
+fn orphans_on_s3(s3: &AmazonS3, f: &Fixture, p: &str, n: usize) -> (Vec<String>, Vec<String>) {
+    let orphans: Vec<String> = (0..n).map(|i| id(557, &format!("o{i}"))).collect();
+    let kept: Vec<String> = (0..50).map(|i| id(557, &format!("k{i}"))).collect();
+    put_blobs(s3, &format!("{p}/store"), &orphans);
+    put_blobs(s3, &format!("{p}/store"), &kept);
+    let local = f.refs("messages", &kept);
+    let dir = local.split_once('=').unwrap().1;
+    upload_dir(s3, std::path::Path::new(dir), &format!("{p}/refs/messages"));
+    (orphans, kept)
+}
+
+#[test]
+fn a_sweep_killed_midway_finishes_on_rerun_counting_each_blob_once() {
+    let server = s3_server::server();
+    let s3 = s3_server::client(&server.endpoint);
+    let f = Fixture::new();
+    let p = s3_server::prefix("kill");
+    let (orphans, kept) = orphans_on_s3(&s3, &f, &p, 3000);
+    let env = s3_server::env(&server.endpoint);
+    let (store, plan, refs) = (
+        url(&p, "store"),
+        url(&p, "plan"),
+        format!("messages={}", url(&p, "refs/messages")),
+    );
+    let planned = f.blobgc_with(
+        &[
+            "plan",
+            "--store",
+            &store,
+            "--now",
+            T2,
+            "--refs",
+            &refs,
+            "--out",
+            &plan,
+            "--batch-size",
+            "50",
+            "--fpp",
+            "0.0000001",
+        ],
+        &env,
+    );
+    assert_eq!(planned.code, 0, "{}", planned.stderr);
+    assert_eq!(planned.u("candidate_count"), 3000);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blobgc"))
+        .args([
+            "sweep",
+            "--plan",
+            &plan,
+            "--max-deletes-per-second",
+            "600",
+            "--delete-concurrency",
+            "4",
+        ])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let midway = keys(&s3, &format!("{p}/store")).len();
+    assert!(
+        midway > kept.len() && midway < orphans.len() + kept.len(),
+        "killed midway: {midway} blobs left"
+    );
+
+    let resumed = f.blobgc_with(&["sweep", "--plan", &plan], &env);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert!(
+        resumed.u("skipped_batch_count") > 0,
+        "finished batches are skipped"
+    );
+    assert_eq!(
+        resumed.u("gced_blob_count") + resumed.u("previously_gced_blob_count"),
+        3000,
+        "each candidate counted once"
+    );
+    assert_eq!(
+        keys(&s3, &format!("{p}/store")),
+        kept.into_iter().collect(),
+        "every candidate gone, nothing else"
+    );
+}
+
+#[test]
+fn transient_faults_are_retried_to_completion() {
+    let server = s3_server::server();
+    let s3 = s3_server::client(&server.endpoint);
+    let f = Fixture::new();
+    let p = s3_server::prefix("transient");
+    let (_, kept) = orphans_on_s3(&s3, &f, &p, 400);
+    let proxy = FaultProxy::start(PORT, TRANSIENT);
+    let (store, refs) = (
+        url(&p, "store"),
+        format!("messages={}", url(&p, "refs/messages")),
+    );
+    let run = f.blobgc_with(
+        &[
+            "run",
+            "--store",
+            &store,
+            "--now",
+            T2,
+            "--refs",
+            &refs,
+            "--batch-size",
+            "40",
+            "--fpp",
+            "0.0000001",
+            "--s3-retry-timeout",
+            "60",
+        ],
+        &s3_server::env(&proxy.endpoint),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!((run.u("gced_blob_count"), run.u("error_count")), (400, 0));
+    assert!(
+        proxy.faults.load(std::sync::atomic::Ordering::Relaxed) > 5,
+        "faults were injected"
+    );
+    assert_eq!(keys(&s3, &format!("{p}/store")), kept.into_iter().collect());
+}
+
+#[test]
+fn persistent_faults_leave_a_partial_sweep_that_a_rerun_completes() {
+    let server = s3_server::server();
+    let s3 = s3_server::client(&server.endpoint);
+    let f = Fixture::new();
+    let p = s3_server::prefix("persistent");
+    let (_, kept) = orphans_on_s3(&s3, &f, &p, 120);
+    let proxy = FaultProxy::start(PORT, FAIL_DELETES);
+    let env = s3_server::env(&proxy.endpoint);
+    let (store, plan, refs) = (
+        url(&p, "store"),
+        url(&p, "plan"),
+        format!("messages={}", url(&p, "refs/messages")),
+    );
+    let planned = f.blobgc_with(
+        &[
+            "plan",
+            "--store",
+            &store,
+            "--now",
+            T2,
+            "--refs",
+            &refs,
+            "--out",
+            &plan,
+            "--batch-size",
+            "40",
+            "--fpp",
+            "0.0000001",
+        ],
+        &env,
+    );
+    assert_eq!(planned.code, 0, "{}", planned.stderr);
+    let sweep = [
+        "sweep",
+        "--plan",
+        plan.as_str(),
+        "--s3-max-retries",
+        "1",
+        "--s3-retry-timeout",
+        "2",
+    ];
+    let partial = f.blobgc_with(&sweep, &env);
+    assert_eq!(partial.code, 4, "{}", partial.stderr);
+    let batches = planned.u("batch_count");
+    assert!(batches >= 3, "{batches} batches of at most 40");
+    assert_eq!(
+        (
+            partial.status(),
+            partial.u("error_count"),
+            partial.u("gced_blob_count")
+        ),
+        ("partial", batches, 0)
+    );
+    assert_eq!(
+        partial.report.as_ref().unwrap()["failed_batches"]
+            .as_array()
+            .unwrap()
+            .len() as u64,
+        batches
+    );
+    assert_eq!(
+        keys(&s3, &format!("{p}/store")).len(),
+        170,
+        "nothing deleted"
+    );
+
+    proxy.set_mode(crate::fault_proxy::PASS);
+    let resumed = f.blobgc_with(&sweep, &env);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(resumed.u("gced_blob_count"), 120);
+    assert_eq!(keys(&s3, &format!("{p}/store")), kept.into_iter().collect());
+}
