@@ -43,7 +43,7 @@ pub fn schema() -> SchemaRef {
 /// `concurrency` key ranges at once where the store lists from an offset natively.
 pub async fn live(ctx: &SessionContext, store: &Location, concurrency: usize) -> Result<DataFrame> {
     let ranges = if store.lists_from_offset() && concurrency > 1 {
-        key_ranges(store).await?
+        key_ranges(store, concurrency).await?
     } else {
         vec![KeyRange {
             after: None,
@@ -78,16 +78,16 @@ pub struct KeyRange {
 }
 
 /// base64url in byte order, the characters that follow a generation prefix.
-const SORTED_URL_ALPHABET: &str =
-    "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
-/// Ranges per key group: every 8th character of the alphabet starts a new one.
-const CUTS_PER_GROUP: usize = 8;
-/// Beyond this many groups the rest of the key space stays one range (still listed, once).
-const MAX_GROUPS: usize = 4096;
+const SORTED_URL_ALPHABET: &[u8; 64] =
+    b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+/// Keys of one list request (S3's page).
+const PAGE: usize = 1000;
+/// Pages read to find the groups; past them the rest of the key space is one range.
+const MAX_DISCOVERY_PAGES: usize = 2048;
 
 /// The group of a key, its `{family}_{generation}_` prefix or else its first character, and
 /// an offset past the group's keys. A legacy group stops short of `_`, where generation
-/// groups of the same first character sort, so that those are found and cut too.
+/// groups of the same first character sort, so that those are found too.
 fn key_group(key: &str) -> (String, String) {
     if let Ok(id) = BlobId::parse(key)
         && key.len() > id.delegate.len()
@@ -106,33 +106,116 @@ fn key_group(key: &str) -> (String, String) {
     (first, past)
 }
 
-/// Cut points from the groups present, then the ranges between consecutive cut points.
-async fn key_ranges(store: &Location) -> Result<Vec<KeyRange>> {
-    let mut cuts = Vec::new();
+/// Where the hash after a group's prefix falls in [0, 1): keys of a group are uniform in it.
+fn hash_fraction(rest: &str) -> f64 {
+    rest.bytes().take(3).enumerate().fold(0.0, |acc, (i, b)| {
+        let digit = SORTED_URL_ALPHABET
+            .iter()
+            .position(|&c| c >= b)
+            .unwrap_or(63);
+        acc + digit as f64 / 64f64.powi(i as i32 + 1)
+    })
+}
+
+/// The key of `group` at hash fraction `f`.
+fn key_at(group: &str, f: f64) -> String {
+    let mut key = group.to_string();
+    let mut x = f.clamp(0.0, 1.0 - 1e-12);
+    for _ in 0..3 {
+        x *= 64.0;
+        key.push(SORTED_URL_ALPHABET[x as usize] as char);
+        x -= x.floor();
+    }
+    key
+}
+
+/// A stretch of one group in key order, `keys` estimated, spanning hash fractions `from..to`.
+struct Stretch {
+    group: String,
+    from: f64,
+    to: f64,
+    keys: f64,
+}
+
+/// Walks the key space a page at a time. Each page is split into the stretches of the groups
+/// it holds; when its last group goes on past it, the rest of that group is estimated from
+/// its density in the page and skipped. One request per large group, plus one per page of
+/// small groups.
+async fn discover(store: &Location) -> Result<Vec<Stretch>> {
+    let mut stretches: Vec<Stretch> = Vec::new();
     let mut offset: Option<Path> = None;
-    for _ in 0..MAX_GROUPS {
-        let mut keys = match &offset {
+    for _ in 0..MAX_DISCOVERY_PAGES {
+        let listed = match &offset {
             None => store.store.list(Some(&store.path)),
             Some(o) => store.store.list_with_offset(Some(&store.path), o),
         };
-        let Some(first) = keys
-            .try_next()
+        let page: Vec<ObjectMeta> = listed
+            .take(PAGE)
+            .try_collect()
             .await
-            .map_err(|e| Error::runtime(format!("listing {store}: {e}")))?
-        else {
-            break;
-        };
-        let (group, past) = key_group(key_below(&store.path, &first.location));
-        let step = SORTED_URL_ALPHABET.len() / CUTS_PER_GROUP;
-        cuts.extend(
-            SORTED_URL_ALPHABET
-                .chars()
-                .step_by(step)
-                .skip(1)
-                .map(|c| format!("{group}{c}")),
-        );
-        cuts.push(group);
+            .map_err(|e| Error::runtime(format!("listing {store}: {e}")))?;
+        let keys: Vec<&str> = page
+            .iter()
+            .map(|m| key_below(&store.path, &m.location))
+            .collect();
+        let Some(&last) = keys.last() else { break };
+        let mut i = 0;
+        while i < keys.len() {
+            let (group, _) = key_group(keys[i]);
+            let n = keys[i..]
+                .iter()
+                .take_while(|k| key_group(k).0 == group)
+                .count();
+            let (first, end) = (keys[i], keys[i + n - 1]);
+            stretches.push(Stretch {
+                from: hash_fraction(&first[group.len()..]),
+                to: hash_fraction(&end[group.len()..]),
+                keys: n as f64,
+                group,
+            });
+            i += n;
+        }
+        if keys.len() < PAGE {
+            return Ok(stretches);
+        }
+        let (group, past) = key_group(last);
+        if let Some(s) = stretches
+            .last()
+            .filter(|s| s.group == group && s.to > s.from)
+        {
+            let density = s.keys / (s.to - s.from);
+            let rest = Stretch {
+                group: group.clone(),
+                from: s.to,
+                to: 1.0,
+                keys: density * (1.0 - s.to),
+            };
+            stretches.push(rest);
+        }
         offset = Some(path_of(&store.path, &past)?);
+    }
+    Ok(stretches)
+}
+
+/// Ranges of about equal estimated size, two per listing slot (so a slot finishing early is
+/// not left idle), none smaller than two pages; the last one is open-ended.
+async fn key_ranges(store: &Location, concurrency: usize) -> Result<Vec<KeyRange>> {
+    let started = std::time::Instant::now();
+    let stretches = discover(store).await?;
+    let total: f64 = stretches.iter().map(|s| s.keys).sum();
+    let target = (total / (2 * concurrency) as f64).max(2.0 * PAGE as f64);
+    let mut cuts = Vec::new();
+    let mut filled = 0.0;
+    for s in &stretches {
+        let mut left = s.keys;
+        while filled + left >= target {
+            let take = target - filled;
+            let at = s.from + (s.to - s.from) * (1.0 - (left - take) / s.keys.max(1.0));
+            cuts.push(key_at(&s.group, at));
+            left -= take;
+            filled = 0.0;
+        }
+        filled += left;
     }
     cuts.sort();
     cuts.dedup();
@@ -146,6 +229,13 @@ async fn key_ranges(store: &Location) -> Result<Vec<KeyRange>> {
         after = Some(cut);
     }
     ranges.push(KeyRange { after, up_to: None });
+    tracing::debug!(
+        stretches = stretches.len(),
+        estimated_keys = total as u64,
+        ranges = ranges.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "key ranges of {store}"
+    );
     Ok(ranges)
 }
 
@@ -301,14 +391,17 @@ mod tests {
     #[tokio::test]
     async fn key_ranges_tile_the_key_space() {
         let store = Location::parse("memory://listing-ranges/blobs", "store").unwrap();
-        let mut keys: Vec<String> = Vec::new();
-        for g in [9u64, 10, 11, 700] {
-            keys.extend(
-                ["-a", "0b", "Mc", "_d", "ze", "zz"]
-                    .iter()
-                    .map(|h| format!("1_{g}_{h}")),
-            );
-        }
+        let hash = |i: usize| {
+            use sha2::Digest;
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE,
+                sha2::Sha256::digest(i.to_le_bytes()),
+            )
+        };
+        let mut keys: Vec<String> = (0..6000)
+            .map(|i| format!("1_{}_{}", [9, 10, 11, 700][i % 4], hash(i)))
+            .collect();
+        keys.extend((6000..6600).map(hash));
         keys.extend(
             [
                 "-legacy", "1Alegacy", "1_x", "1zlegacy", "A", "Z~weird", "_a", "zzz", "~",
@@ -323,8 +416,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let ranges = key_ranges(&store).await.unwrap();
-        assert!(ranges.len() > 30, "generation groups are cut: {ranges:?}");
+        let ranges = key_ranges(&store, 2).await.unwrap();
+        assert!(ranges.len() >= 3, "the groups are cut: {ranges:?}");
         let listing = StoreListing {
             schema: schema(),
             store: Arc::clone(&store.store),

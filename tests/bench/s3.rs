@@ -1,0 +1,232 @@
+//! `cargo bench --bench s3`: blobgc against a real S3 server (SeaweedFS on 127.0.0.1), side by
+//! side in one run, medians of several rounds:
+//! - sweep: blobgc's sweep of a plan vs raw object_store bulk deletes (1000-key requests) of the
+//!   same number of objects at the same concurrency;
+//! - listing: blobgc's key-range parallel listing vs one sequential object_store listing.
+//!
+//! `BLOBGC_BENCH_OBJECTS` (default 10000) objects per sweep round, `BLOBGC_BENCH_LISTED`
+//! (default 30000) listed keys, `BLOBGC_BENCH_ROUNDS` (default 3).
+
+// Shared with the tests, which use all of it.
+#[allow(dead_code)]
+#[path = "../it/s3_server.rs"]
+mod s3_server;
+
+use blobgc::job::Job;
+use blobgc::plan::plan;
+use blobgc::plan_dir::PlanDir;
+use blobgc::references::SourceSpec;
+use blobgc::store::{Location, S3Options, configure_s3};
+use blobgc::sweep::{SweepOptions, sweep};
+use futures::{StreamExt, TryStreamExt};
+use indicatif::ProgressBar;
+use object_store::aws::AmazonS3;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::time::Instant;
+
+const CONCURRENCY: usize = 4;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn ids(n: usize, tag: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            use base64::Engine;
+            use sha2::Digest;
+            let d = base64::engine::general_purpose::URL_SAFE
+                .encode(sha2::Sha256::digest(format!("{tag}{i}")));
+            if i % 10 == 0 {
+                d
+            } else {
+                format!("1_{}_{d}", 540 + i % 12)
+            }
+        })
+        .collect()
+}
+
+async fn put_all(s3: &AmazonS3, prefix: &str, ids: &[String]) {
+    futures::stream::iter(ids)
+        .map(|id| async move {
+            s3.put(&Path::parse(format!("{prefix}/{id}")).unwrap(), "x".into())
+                .await
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let server = s3_server::server();
+    configure_s3(S3Options {
+        endpoint: Some(server.endpoint.clone()),
+        region: Some("us-east-1".into()),
+        allow_http: Some(true),
+        access_key_id: Some("testkey".into()),
+        secret_access_key: Some("testsecret".into()),
+        ..S3Options::default()
+    });
+    let s3 = s3_server::client(&server.endpoint);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (n, listed, rounds) = (
+        env_or("BLOBGC_BENCH_OBJECTS", 10_000),
+        env_or("BLOBGC_BENCH_LISTED", 30_000),
+        env_or("BLOBGC_BENCH_ROUNDS", 3),
+    );
+    let (mut raw, mut gc, mut seq, mut par) = (vec![], vec![], vec![], vec![]);
+    rt.block_on(async {
+        for round in 0..rounds {
+            let p = s3_server::prefix("bench-raw");
+            let keys = ids(n, &format!("raw{round}-"));
+            put_all(&s3, &p, &keys).await;
+            let start = Instant::now();
+            let paths: Vec<Path> = keys
+                .iter()
+                .map(|k| Path::parse(format!("{p}/{k}")).unwrap())
+                .collect();
+            let deleted: usize = futures::stream::iter(paths.chunks(1000).map(|c| c.to_vec()))
+                .map(|chunk| {
+                    let stream =
+                        s3.delete_stream(futures::stream::iter(chunk.into_iter().map(Ok)).boxed());
+                    async move { stream.try_collect::<Vec<_>>().await.unwrap().len() }
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .iter()
+                .sum();
+            assert_eq!(deleted, n);
+            raw.push(n as f64 / start.elapsed().as_secs_f64());
+
+            let root = format!(
+                "s3://{}/{}",
+                s3_server::BUCKET,
+                s3_server::prefix("bench-sweep")
+            );
+            let store = Location::parse(&format!("{root}/store"), "store").unwrap();
+            put_all(&s3, store.path.as_ref(), &ids(n, &format!("gc{round}-"))).await;
+            let refs = Location::parse(&format!("{root}/refs/part-0.parquet"), "refs").unwrap();
+            refs.write(&refs.path, parquet_of(&["1_1_unrelated"]))
+                .await
+                .unwrap();
+            let source = SourceSpec {
+                name: "refs".into(),
+                url: format!("{root}/refs"),
+                columns: vec!["blob_id".into()],
+                allow_empty: false,
+            };
+            let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+            let mut job = Job::new(store.url(), vec![source], now);
+            job.fpp = 0.0000001;
+            job.max_fpp = 1.0;
+            let dir = PlanDir::new(Location::parse(&format!("{root}/plan"), "plan").unwrap());
+            let summary = plan(&job, &dir, &ProgressBar::hidden()).await.unwrap();
+            assert_eq!(summary.counts.candidate_count, n as u64);
+            let start = Instant::now();
+            let options = SweepOptions {
+                concurrency: CONCURRENCY,
+                ..SweepOptions::default()
+            };
+            let (_, m) = sweep(&dir, &options, &ProgressBar::hidden()).await.unwrap();
+            assert_eq!(m.gced_blob_count, n as u64);
+            gc.push(n as f64 / start.elapsed().as_secs_f64());
+        }
+
+        let store = Location::parse(
+            &format!(
+                "s3://{}/{}",
+                s3_server::BUCKET,
+                s3_server::prefix("bench-list")
+            ),
+            "store",
+        )
+        .unwrap();
+        put_all(&s3, store.path.as_ref(), &ids(listed, "list-")).await;
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let count = store
+                .store
+                .list(Some(&store.path))
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .len();
+            assert_eq!(count, listed);
+            seq.push(listed as f64 / start.elapsed().as_secs_f64());
+
+            let start = Instant::now();
+            let ctx = blobgc::plan::session(8);
+            let df = blobgc::listing::live(&ctx, &store, 8).await.unwrap();
+            let count: usize = df
+                .collect()
+                .await
+                .unwrap()
+                .iter()
+                .map(|b| b.num_rows())
+                .sum();
+            assert_eq!(count, listed);
+            par.push(listed as f64 / start.elapsed().as_secs_f64());
+        }
+    });
+    let (raw, gc, seq, par) = (median(raw), median(gc), median(seq), median(par));
+    println!("blobgc S3 benchmark: SeaweedFS 4.48 on 127.0.0.1, {rounds} rounds, medians");
+    println!("{:<44} {:>12} {:>8}", "what", "objects/s", "ratio");
+    println!(
+        "{:<44} {:>12.0} {:>8}",
+        format!("raw bulk delete, {n} objects, concurrency {CONCURRENCY}"),
+        raw,
+        "1.00"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>8.2}",
+        format!("blobgc sweep, {n} objects, concurrency {CONCURRENCY}"),
+        gc,
+        gc / raw
+    );
+    println!(
+        "{:<44} {:>12.0} {:>8}",
+        format!("sequential listing, {listed} keys"),
+        seq,
+        "1.00"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>8.2}",
+        format!("blobgc key-range listing, {listed} keys, 8"),
+        par,
+        par / seq
+    );
+}
+
+fn parquet_of(ids: &[&str]) -> Vec<u8> {
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    let batch = RecordBatch::try_from_iter(vec![(
+        "blob_id",
+        std::sync::Arc::new(StringArray::from(ids.to_vec())) as ArrayRef,
+    )])
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    buf
+}
