@@ -13,6 +13,8 @@ pub const BUCKET: &str = "test";
 
 pub struct S3Server {
     pub endpoint: String,
+    /// Stops the server once this process is gone; never waited for.
+    _watchdog: std::process::Child,
 }
 
 fn reachable(port: u16) -> bool {
@@ -36,7 +38,12 @@ pub fn server() -> &'static S3Server {
     static SERVER: OnceLock<S3Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         // A server left by a previous test process is being stopped by its watchdog: let it go.
-        let _ = (0..30).take_while(|_| reachable(PORT)).for_each(|_| std::thread::sleep(Duration::from_millis(200)));
+        for _ in 0..30 {
+            if !reachable(PORT) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         let setup = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/setup-seaweedfs.sh");
         let out = Command::new("bash").arg(setup).output().expect("running tests/setup-seaweedfs.sh");
         assert!(out.status.success(), "installing SeaweedFS failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -52,7 +59,14 @@ pub fn server() -> &'static S3Server {
             data = data.display(),
             parent = std::process::id(),
         );
-        Command::new("bash").arg("-c").arg(script).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let watchdog = Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let endpoint = format!("http://127.0.0.1:{PORT}");
         wait_for("SeaweedFS", Duration::from_secs(60), || reachable(PORT));
         // The S3 gateway answers before the bucket is ready: wait for a write to work.
@@ -61,7 +75,7 @@ pub fn server() -> &'static S3Server {
         wait_for("the S3 bucket", Duration::from_secs(60), || {
             rt.block_on(object_store::ObjectStoreExt::put(&store, &"ready".into(), "ok".into())).is_ok()
         });
-        S3Server { endpoint }
+        S3Server { endpoint, _watchdog: watchdog }
     })
 }
 
