@@ -42,20 +42,24 @@ pub fn schema() -> SchemaRef {
 /// The live listing of `store`: every key below its prefix is a blob id. Listed in up to
 /// `concurrency` key ranges at once where the store lists from an offset natively.
 pub async fn live(ctx: &SessionContext, store: &Location, concurrency: usize) -> Result<DataFrame> {
-    let ranges = if store.lists_from_offset() && concurrency > 1 {
+    let plan = if store.lists_from_offset() && concurrency > 1 {
         key_ranges(store, concurrency).await?
     } else {
-        vec![KeyRange {
-            after: None,
-            up_to: None,
-        }]
+        RangePlan {
+            seen: Vec::new(),
+            ranges: vec![KeyRange {
+                after: None,
+                up_to: None,
+            }],
+        }
     };
-    let mut partitions: Vec<Vec<KeyRange>> = vec![Vec::new(); concurrency.clamp(1, ranges.len())];
-    for (i, range) in ranges.into_iter().enumerate() {
+    let mut partitions: Vec<Vec<KeyRange>> =
+        vec![Vec::new(); concurrency.min(plan.ranges.len()).max(1)];
+    for (i, range) in plan.ranges.into_iter().enumerate() {
         let n = partitions.len();
         partitions[i % n].push(range);
     }
-    let partitions: Vec<Arc<dyn PartitionStream>> = partitions
+    let mut streams: Vec<Arc<dyn PartitionStream>> = partitions
         .into_iter()
         .map(|ranges| {
             Arc::new(StoreListing {
@@ -66,7 +70,14 @@ pub async fn live(ctx: &SessionContext, store: &Location, concurrency: usize) ->
             }) as Arc<dyn PartitionStream>
         })
         .collect();
-    let table = StreamingTable::try_new(schema(), partitions)?;
+    if !plan.seen.is_empty() {
+        let batch = to_batch(&schema(), &store.path, plan.seen)?;
+        streams.push(Arc::new(Listed {
+            schema: schema(),
+            batch,
+        }));
+    }
+    let table = StreamingTable::try_new(schema(), streams)?;
     Ok(ctx.read_table(Arc::new(table))?)
 }
 
@@ -77,13 +88,21 @@ pub struct KeyRange {
     pub up_to: Option<String>,
 }
 
+/// How to list a store in parallel: the keys already read while sizing the ranges, and the
+/// ranges that hold all the others.
+struct RangePlan {
+    seen: Vec<ObjectMeta>,
+    ranges: Vec<KeyRange>,
+}
+
 /// base64url in byte order, the characters that follow a generation prefix.
 const SORTED_URL_ALPHABET: &[u8; 64] =
     b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
 /// Keys of one list request (S3's page).
 const PAGE: usize = 1000;
-/// Pages read to find the groups; past them the rest of the key space is one range.
-const MAX_DISCOVERY_PAGES: usize = 2048;
+/// Pages read to size the ranges (and kept: at most this many thousand keys in memory); past
+/// them the rest of the key space is one range.
+const MAX_DISCOVERY_PAGES: usize = 256;
 
 /// The group of a key, its `{family}_{generation}_` prefix or else its first character, and
 /// an offset past the group's keys. A legacy group stops short of `_`, where generation
@@ -129,114 +148,142 @@ fn key_at(group: &str, f: f64) -> String {
     key
 }
 
-/// A stretch of one group in key order, `keys` estimated, spanning hash fractions `from..to`.
-struct Stretch {
+/// Keys `after < k <= up_to` not read yet, of one group from hash fraction `from` on, with an
+/// estimated number of keys.
+struct Gap {
+    after: String,
+    up_to: Option<String>,
     group: String,
     from: f64,
-    to: f64,
     keys: f64,
 }
 
-/// Walks the key space a page at a time. Each page is split into the stretches of the groups
-/// it holds; when its last group goes on past it, the rest of that group is estimated from
-/// its density in the page and skipped. One request per large group, plus one per page of
-/// small groups.
-async fn discover(store: &Location) -> Result<Vec<Stretch>> {
-    let mut stretches: Vec<Stretch> = Vec::new();
-    let mut offset: Option<Path> = None;
-    for _ in 0..MAX_DISCOVERY_PAGES {
+/// Walks the key space a page at a time, keeping the keys read. When a page ends inside a
+/// group, the rest of that group is estimated from its density in the page (its keys are
+/// uniform in the hash space) and skipped as a gap, to be listed in parallel. One request per
+/// large group, plus one per page of small groups; every key is read once.
+async fn key_ranges(store: &Location, concurrency: usize) -> Result<RangePlan> {
+    let started = std::time::Instant::now();
+    let (mut seen, mut gaps) = (Vec::new(), Vec::new());
+    let mut offset: Option<String> = None;
+    for pages in 1.. {
         let listed = match &offset {
             None => store.store.list(Some(&store.path)),
-            Some(o) => store.store.list_with_offset(Some(&store.path), o),
+            Some(o) => store
+                .store
+                .list_with_offset(Some(&store.path), &path_of(&store.path, o)?),
         };
+        if pages > MAX_DISCOVERY_PAGES {
+            let after = offset.unwrap_or_default();
+            gaps.push(Gap {
+                after,
+                up_to: None,
+                group: String::new(),
+                from: 0.0,
+                keys: 0.0,
+            });
+            break;
+        }
         let page: Vec<ObjectMeta> = listed
             .take(PAGE)
             .try_collect()
             .await
             .map_err(|e| Error::runtime(format!("listing {store}: {e}")))?;
-        let keys: Vec<&str> = page
-            .iter()
-            .map(|m| key_below(&store.path, &m.location))
-            .collect();
-        let Some(&last) = keys.last() else { break };
-        let mut i = 0;
-        while i < keys.len() {
-            let (group, _) = key_group(keys[i]);
-            let n = keys[i..]
-                .iter()
-                .take_while(|k| key_group(k).0 == group)
-                .count();
-            let (first, end) = (keys[i], keys[i + n - 1]);
-            stretches.push(Stretch {
-                from: hash_fraction(&first[group.len()..]),
-                to: hash_fraction(&end[group.len()..]),
-                keys: n as f64,
-                group,
-            });
-            i += n;
-        }
-        if keys.len() < PAGE {
-            return Ok(stretches);
-        }
-        let (group, past) = key_group(last);
-        if let Some(s) = stretches
+        let full = page.len() == PAGE;
+        let Some(last) = page
             .last()
-            .filter(|s| s.group == group && s.to > s.from)
-        {
-            let density = s.keys / (s.to - s.from);
-            let rest = Stretch {
-                group: group.clone(),
-                from: s.to,
-                to: 1.0,
-                keys: density * (1.0 - s.to),
+            .map(|m| key_below(&store.path, &m.location).to_string())
+        else {
+            break;
+        };
+        if full {
+            let (group, past) = key_group(&last);
+            let in_group: Vec<&str> = page
+                .iter()
+                .rev()
+                .map(|m| key_below(&store.path, &m.location))
+                .take_while(|k| key_group(k).0 == group)
+                .collect();
+            // The group's keys in this page span hash fractions first..last: its density there.
+            let last_at = hash_fraction(&last[group.len()..]);
+            let first_at = in_group
+                .last()
+                .map_or(0.0, |k| hash_fraction(&k[group.len()..]));
+            let density = if last_at > first_at {
+                in_group.len() as f64 / (last_at - first_at)
+            } else {
+                PAGE as f64
             };
-            stretches.push(rest);
+            gaps.push(Gap {
+                after: last,
+                up_to: Some(past.clone()),
+                keys: density * (1.0 - last_at),
+                group,
+                from: last_at,
+            });
+            offset = Some(past);
         }
-        offset = Some(path_of(&store.path, &past)?);
-    }
-    Ok(stretches)
-}
-
-/// Ranges of about equal estimated size, two per listing slot (so a slot finishing early is
-/// not left idle), none smaller than two pages; the last one is open-ended.
-async fn key_ranges(store: &Location, concurrency: usize) -> Result<Vec<KeyRange>> {
-    let started = std::time::Instant::now();
-    let stretches = discover(store).await?;
-    let total: f64 = stretches.iter().map(|s| s.keys).sum();
-    let target = (total / (2 * concurrency) as f64).max(2.0 * PAGE as f64);
-    let mut cuts = Vec::new();
-    let mut filled = 0.0;
-    for s in &stretches {
-        let mut left = s.keys;
-        while filled + left >= target {
-            let take = target - filled;
-            let at = s.from + (s.to - s.from) * (1.0 - (left - take) / s.keys.max(1.0));
-            cuts.push(key_at(&s.group, at));
-            left -= take;
-            filled = 0.0;
+        seen.extend(page);
+        if !full {
+            break;
         }
-        filled += left;
     }
-    cuts.sort();
-    cuts.dedup();
-    let mut ranges = Vec::with_capacity(cuts.len() + 1);
-    let mut after = None;
-    for cut in cuts {
+    let total: f64 = gaps.iter().map(|g| g.keys).sum();
+    // A range's last request reads up to a page past its end: ranges of 8+ pages waste little.
+    let target = (total / (2 * concurrency) as f64).max(8.0 * PAGE as f64);
+    let mut ranges = Vec::new();
+    for gap in &gaps {
+        let pieces = (gap.keys / target).ceil().max(1.0) as usize;
+        let mut after = gap.after.clone();
+        for i in 1..pieces {
+            // Cut points strictly inside the gap, so no key is listed twice.
+            let cut = key_at(
+                &gap.group,
+                gap.from + (1.0 - gap.from) * i as f64 / pieces as f64,
+            );
+            if cut > after && gap.up_to.as_ref().is_none_or(|u| &cut < u) {
+                ranges.push(KeyRange {
+                    after: Some(after),
+                    up_to: Some(cut.clone()),
+                });
+                after = cut;
+            }
+        }
         ranges.push(KeyRange {
-            after: after.clone(),
-            up_to: Some(cut.clone()),
+            after: Some(after),
+            up_to: gap.up_to.clone(),
         });
-        after = Some(cut);
     }
-    ranges.push(KeyRange { after, up_to: None });
     tracing::debug!(
-        stretches = stretches.len(),
+        keys_read = seen.len(),
+        gaps = gaps.len(),
         estimated_keys = total as u64,
         ranges = ranges.len(),
         seconds = started.elapsed().as_secs_f64(),
         "key ranges of {store}"
     );
-    Ok(ranges)
+    Ok(RangePlan { seen, ranges })
+}
+
+/// The keys read while sizing the ranges, as one partition.
+#[derive(Debug)]
+struct Listed {
+    schema: SchemaRef,
+    batch: RecordBatch,
+}
+
+impl PartitionStream for Listed {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batch = self.batch.clone();
+        Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            futures::stream::once(async move { Ok(batch) }),
+        ))
+    }
 }
 
 /// A Parquet inventory with `blob_id` (string) and `size` (integer) columns.
@@ -416,15 +463,24 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let ranges = key_ranges(&store, 2).await.unwrap();
-        assert!(ranges.len() >= 3, "the groups are cut: {ranges:?}");
+        let plan = key_ranges(&store, 2).await.unwrap();
+        assert!(
+            plan.ranges.len() >= 3,
+            "the groups are cut: {:?}",
+            plan.ranges
+        );
+        let ranges = plan.ranges;
         let listing = StoreListing {
             schema: schema(),
             store: Arc::clone(&store.store),
             prefix: store.path.clone(),
             ranges: vec![],
         };
-        let mut listed = Vec::new();
+        let mut listed: Vec<String> = plan
+            .seen
+            .iter()
+            .map(|m| key_below(&store.path, &m.location).to_string())
+            .collect();
         for range in ranges {
             let metas: Vec<_> = listing.range(range).try_collect().await.unwrap();
             listed.extend(

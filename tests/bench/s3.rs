@@ -62,6 +62,34 @@ async fn put_all(s3: &AmazonS3, prefix: &str, ids: &[String]) {
         .unwrap();
 }
 
+/// CPU seconds (user + system) of a process so far, from /proc (Linux).
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|t| t.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
+/// The SeaweedFS process id.
+fn server_pid() -> String {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "weed mini"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("0")
+        .to_string()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -92,6 +120,8 @@ fn main() {
         env_or("BLOBGC_BENCH_ROUNDS", 3),
     );
     let (mut raw, mut gc, mut seq, mut par) = (vec![], vec![], vec![], vec![]);
+    let server = server_pid();
+    let (mut seq_cpu, mut par_cpu) = ((0.0, 0.0), (0.0, 0.0));
     rt.block_on(async {
         for round in 0..rounds {
             let p = s3_server::prefix("bench-raw");
@@ -163,6 +193,7 @@ fn main() {
         .unwrap();
         put_all(&s3, store.path.as_ref(), &ids(listed, "list-")).await;
         for _ in 0..rounds {
+            let (c0, s0) = (cpu_seconds("self"), cpu_seconds(&server));
             let start = Instant::now();
             let count = store
                 .store
@@ -173,7 +204,9 @@ fn main() {
                 .len();
             assert_eq!(count, listed);
             seq.push(listed as f64 / start.elapsed().as_secs_f64());
+            seq_cpu = (cpu_seconds("self") - c0, cpu_seconds(&server) - s0);
 
+            let (c0, s0) = (cpu_seconds("self"), cpu_seconds(&server));
             let start = Instant::now();
             let ctx = blobgc::plan::session(8);
             let df = blobgc::listing::live(&ctx, &store, 8).await.unwrap();
@@ -186,34 +219,42 @@ fn main() {
                 .sum();
             assert_eq!(count, listed);
             par.push(listed as f64 / start.elapsed().as_secs_f64());
+            par_cpu = (cpu_seconds("self") - c0, cpu_seconds(&server) - s0);
         }
     });
     let (raw, gc, seq, par) = (median(raw), median(gc), median(seq), median(par));
     println!("blobgc S3 benchmark: SeaweedFS 4.48 on 127.0.0.1, {rounds} rounds, medians");
-    println!("{:<44} {:>12} {:>8}", "what", "objects/s", "ratio");
     println!(
-        "{:<44} {:>12.0} {:>8}",
+        "{:<46} {:>10} {:>6}  {}",
+        "what", "objects/s", "ratio", "CPU s client/server (last round)"
+    );
+    let row = |what: String, rate: f64, base: f64, cpu: Option<(f64, f64)>| {
+        let cpu = cpu.map_or(String::new(), |(c, s)| format!("{c:.2}/{s:.2}"));
+        println!("{what:<46} {rate:>10.0} {:>6.2}  {cpu}", rate / base);
+    };
+    row(
         format!("raw bulk delete, {n} objects, concurrency {CONCURRENCY}"),
         raw,
-        "1.00"
+        raw,
+        None,
     );
-    println!(
-        "{:<44} {:>12.0} {:>8.2}",
+    row(
         format!("blobgc sweep, {n} objects, concurrency {CONCURRENCY}"),
         gc,
-        gc / raw
+        raw,
+        None,
     );
-    println!(
-        "{:<44} {:>12.0} {:>8}",
+    row(
         format!("sequential listing, {listed} keys"),
         seq,
-        "1.00"
+        seq,
+        Some(seq_cpu),
     );
-    println!(
-        "{:<44} {:>12.0} {:>8.2}",
-        format!("blobgc key-range listing, {listed} keys, 8"),
+    row(
+        format!("blobgc key-range listing, {listed} keys, 8 ranges"),
         par,
-        par / seq
+        seq,
+        Some(par_cpu),
     );
 }
 
