@@ -220,7 +220,14 @@ static STORES: LazyLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn store_for(url: &Url) -> Result<Arc<dyn ObjectStore>> {
-    let key = format!("{}://{}", url.scheme(), url.authority());
+    let s3 = S3_OPTIONS.read().map(|o| o.clone()).unwrap_or_default();
+    // A bucket is one store per endpoint: the same name behind another endpoint is another store.
+    let key = format!(
+        "{}://{}@{}",
+        url.scheme(),
+        url.authority(),
+        s3.endpoint.as_deref().unwrap_or("")
+    );
     let mut stores = STORES
         .lock()
         .map_err(|_| Error::runtime("store registry poisoned"))?;
@@ -230,15 +237,11 @@ fn store_for(url: &Url) -> Result<Arc<dyn ObjectStore>> {
     let store: Arc<dyn ObjectStore> = match url.scheme() {
         "file" => Arc::new(object_store::local::LocalFileSystem::new()),
         "memory" => Arc::new(object_store::memory::InMemory::new()),
-        "s3" | "s3a" => {
-            let options = S3_OPTIONS.read().map(|o| o.clone()).unwrap_or_default();
-            Arc::new(
-                options
-                    .builder(url)
-                    .build()
-                    .map_err(|e| Error::usage(format!("S3 store: {e}")))?,
-            )
-        }
+        "s3" | "s3a" => Arc::new(
+            s3.builder(url)
+                .build()
+                .map_err(|e| Error::usage(format!("S3 store: {e}")))?,
+        ),
         other => {
             return Err(Error::usage(format!(
                 "unsupported URL scheme {other:?} (use file://, s3:// or memory://)"

@@ -5,12 +5,16 @@
 //! - listing: blobgc's key-range parallel listing vs one sequential object_store listing.
 //!
 //! `BLOBGC_BENCH_OBJECTS` (default 10000) objects per sweep round, `BLOBGC_BENCH_LISTED`
-//! (default 30000) listed keys, `BLOBGC_BENCH_ROUNDS` (default 3).
+//! (default 100000) listed keys, `BLOBGC_BENCH_ROUNDS` (default 3).
 
 // Shared with the tests, which use all of it.
 #[allow(dead_code)]
 #[path = "../it/s3_server.rs"]
 mod s3_server;
+// Shared with the tests, which use all of it.
+#[allow(dead_code)]
+#[path = "../it/fault_proxy.rs"]
+mod fault_proxy;
 
 use blobgc::job::Job;
 use blobgc::plan::plan;
@@ -101,14 +105,15 @@ fn main() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let server = s3_server::server();
-    configure_s3(S3Options {
+    let options = S3Options {
         endpoint: Some(server.endpoint.clone()),
         region: Some("us-east-1".into()),
         allow_http: Some(true),
         access_key_id: Some("testkey".into()),
         secret_access_key: Some("testsecret".into()),
         ..S3Options::default()
-    });
+    };
+    configure_s3(options.clone());
     let s3 = s3_server::client(&server.endpoint);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -116,13 +121,12 @@ fn main() {
         .unwrap();
     let (n, listed, rounds) = (
         env_or("BLOBGC_BENCH_OBJECTS", 10_000),
-        env_or("BLOBGC_BENCH_LISTED", 30_000),
+        env_or("BLOBGC_BENCH_LISTED", 100_000),
         env_or("BLOBGC_BENCH_ROUNDS", 3),
     );
-    let (mut raw, mut gc, mut seq, mut par) = (vec![], vec![], vec![], vec![]);
+    let (mut raw, mut gc) = (vec![], vec![]);
     let server = server_pid();
-    let (mut seq_cpu, mut par_cpu) = ((0.0, 0.0), (0.0, 0.0));
-    rt.block_on(async {
+    let lists = rt.block_on(async {
         for round in 0..rounds {
             let p = s3_server::prefix("bench-raw");
             let keys = ids(n, &format!("raw{round}-"));
@@ -182,56 +186,43 @@ fn main() {
             gc.push(n as f64 / start.elapsed().as_secs_f64());
         }
 
-        let store = Location::parse(
-            &format!(
-                "s3://{}/{}",
-                s3_server::BUCKET,
-                s3_server::prefix("bench-list")
-            ),
-            "store",
+        let list_prefix = s3_server::prefix("bench-list");
+        put_all(&s3, &list_prefix, &ids(listed, "list-")).await;
+        let url = format!("s3://{}/{list_prefix}", s3_server::BUCKET);
+        let direct = listing(
+            &Location::parse(&url, "store").unwrap(),
+            listed,
+            rounds,
+            &server,
         )
-        .unwrap();
-        put_all(&s3, store.path.as_ref(), &ids(listed, "list-")).await;
-        for _ in 0..rounds {
-            let (c0, s0) = (cpu_seconds("self"), cpu_seconds(&server));
-            let start = Instant::now();
-            let count = store
-                .store
-                .list(Some(&store.path))
-                .try_collect::<Vec<_>>()
-                .await
-                .unwrap()
-                .len();
-            assert_eq!(count, listed);
-            seq.push(listed as f64 / start.elapsed().as_secs_f64());
-            seq_cpu = (cpu_seconds("self") - c0, cpu_seconds(&server) - s0);
-
-            let (c0, s0) = (cpu_seconds("self"), cpu_seconds(&server));
-            let start = Instant::now();
-            let ctx = blobgc::plan::session(8);
-            let df = blobgc::listing::live(&ctx, &store, 8).await.unwrap();
-            let count: usize = df
-                .collect()
-                .await
-                .unwrap()
-                .iter()
-                .map(|b| b.num_rows())
-                .sum();
-            assert_eq!(count, listed);
-            par.push(listed as f64 / start.elapsed().as_secs_f64());
-            par_cpu = (cpu_seconds("self") - c0, cpu_seconds(&server) - s0);
-        }
+        .await;
+        // The same keys as over a network: 20 ms a request, as to a remote object store.
+        let proxy = fault_proxy::FaultProxy::start(s3_server::PORT, fault_proxy::LATENCY);
+        configure_s3(S3Options {
+            endpoint: Some(proxy.endpoint.clone()),
+            ..options.clone()
+        });
+        let remote = listing(
+            &Location::parse(&url, "store").unwrap(),
+            listed,
+            rounds,
+            &server,
+        )
+        .await;
+        (direct, remote)
     });
-    let (raw, gc, seq, par) = (median(raw), median(gc), median(seq), median(par));
-    println!("blobgc S3 benchmark: SeaweedFS 4.48 on 127.0.0.1, {rounds} rounds, medians");
     println!(
-        "{:<46} {:>10} {:>6}  {}",
-        "what", "objects/s", "ratio", "CPU s client/server (last round)"
+        "blobgc S3 benchmark: SeaweedFS 4.48 on 127.0.0.1, 2 cores shared with it, {rounds} rounds, medians"
+    );
+    println!(
+        "{:<56} {:>10} {:>6}  CPU s client/server (last round)",
+        "what", "objects/s", "ratio"
     );
     let row = |what: String, rate: f64, base: f64, cpu: Option<(f64, f64)>| {
         let cpu = cpu.map_or(String::new(), |(c, s)| format!("{c:.2}/{s:.2}"));
-        println!("{what:<46} {rate:>10.0} {:>6.2}  {cpu}", rate / base);
+        println!("{what:<56} {rate:>10.0} {:>6.2}  {cpu}", rate / base);
     };
+    let (raw, gc) = (median(raw), median(gc));
     row(
         format!("raw bulk delete, {n} objects, concurrency {CONCURRENCY}"),
         raw,
@@ -244,20 +235,69 @@ fn main() {
         raw,
         None,
     );
-    row(
-        format!("sequential listing, {listed} keys"),
-        seq,
-        seq,
-        Some(seq_cpu),
-    );
-    row(
-        format!("blobgc key-range listing, {listed} keys, 8 ranges"),
-        par,
-        seq,
-        Some(par_cpu),
-    );
+    for (how, l) in [("local", lists.0), ("+20 ms/request", lists.1)] {
+        row(
+            format!("sequential listing, {listed} keys, {how}"),
+            l.seq,
+            l.seq,
+            Some(l.seq_cpu),
+        );
+        row(
+            format!("blobgc key-range listing, {listed} keys, 8 ranges, {how}"),
+            l.par,
+            l.seq,
+            Some(l.par_cpu),
+        );
+    }
 }
 
+struct Listing {
+    seq: f64,
+    par: f64,
+    seq_cpu: (f64, f64),
+    par_cpu: (f64, f64),
+}
+
+/// One sequential object_store listing vs blobgc's key-range listing of the same keys.
+async fn listing(store: &Location, listed: usize, rounds: usize, server: &str) -> Listing {
+    let (mut seq, mut par) = (vec![], vec![]);
+    let (mut seq_cpu, mut par_cpu) = ((0.0, 0.0), (0.0, 0.0));
+    for _ in 0..rounds {
+        let (c0, s0) = (cpu_seconds("self"), cpu_seconds(server));
+        let start = Instant::now();
+        let count = store
+            .store
+            .list(Some(&store.path))
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(count, listed);
+        seq.push(listed as f64 / start.elapsed().as_secs_f64());
+        seq_cpu = (cpu_seconds("self") - c0, cpu_seconds(server) - s0);
+
+        let (c0, s0) = (cpu_seconds("self"), cpu_seconds(server));
+        let start = Instant::now();
+        let ctx = blobgc::plan::session(8);
+        let df = blobgc::listing::live(&ctx, store, 8).await.unwrap();
+        let count: usize = df
+            .collect()
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(count, listed);
+        par.push(listed as f64 / start.elapsed().as_secs_f64());
+        par_cpu = (cpu_seconds("self") - c0, cpu_seconds(server) - s0);
+    }
+    Listing {
+        seq: median(seq),
+        par: median(par),
+        seq_cpu,
+        par_cpu,
+    }
+}
 fn parquet_of(ids: &[&str]) -> Vec<u8> {
     use arrow::array::{ArrayRef, RecordBatch, StringArray};
     let batch = RecordBatch::try_from_iter(vec![(

@@ -13,6 +13,8 @@ pub const PASS: u8 = 0;
 pub const TRANSIENT: u8 = 1;
 /// Every POST (DeleteObjects) answers 503; the rest passes.
 pub const FAIL_DELETES: u8 = 2;
+/// Every request waits 20 ms, as over a network to a remote object store.
+pub const LATENCY: u8 = 3;
 
 pub struct FaultProxy {
     pub endpoint: String,
@@ -125,6 +127,10 @@ async fn serve(
             }
         }
         FAIL_DELETES if head.starts_with("POST ") => Some("503"),
+        LATENCY => {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            None
+        }
         _ => None,
     };
     if fault.is_some() {
