@@ -2,11 +2,13 @@
 //! way a streamed, partitioned DataFusion input with `blob_id` and `size`; never collected.
 //!
 //! On object stores that serve listings from an offset (S3 `start-after`), the key space is
-//! cut into ranges listed concurrently, one DataFusion partition per `--list-concurrency`.
-//! Content-addressed keys are uniform after their `{family}_{generation}_` part, so the cut
-//! points are each such prefix present (found by skipping from one prefix to the next, one
-//! request each) followed by evenly spaced base64url characters. The ranges tile the whole key
-//! space, whatever the cut points: a key is listed exactly once.
+//! listed in ranges concurrently, by `--list-concurrency` DataFusion partitions drawing work
+//! from one queue. A discovery walk reads the key space a page at a time; when a page ends
+//! inside a group of keys (a `{family}_{generation}_` prefix, or a first character), the rest of
+//! the group is estimated from its density in the page (content-addressed keys are uniform
+//! after their prefix), cut into ranges and queued, and the walk jumps past it. Pages read by
+//! the walk are queued too, so every key is read once, and the partitions list ranges while the
+//! walk goes on. The pages and ranges tile the key space, whatever the estimates.
 
 use crate::blob_id::BlobId;
 use crate::error::{Error, Result};
@@ -26,6 +28,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore};
 use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc};
 
 pub const BLOB_ID: &str = "blob_id";
 pub const SIZE: &str = "size";
@@ -39,44 +42,34 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// The live listing of `store`: every key below its prefix is a blob id. Listed in up to
-/// `concurrency` key ranges at once where the store lists from an offset natively.
+/// The live listing of `store`: every key below its prefix is a blob id. Listed by up to
+/// `concurrency` partitions at once where the store lists from an offset natively.
 pub async fn live(ctx: &SessionContext, store: &Location, concurrency: usize) -> Result<DataFrame> {
-    let plan = if store.lists_from_offset() && concurrency > 1 {
-        key_ranges(store, concurrency).await?
+    let (tx, rx) = mpsc::channel(2 * concurrency.max(1));
+    let partitions = if store.lists_from_offset() && concurrency > 1 {
+        tokio::spawn(discover(store.clone(), concurrency, tx));
+        concurrency
     } else {
-        RangePlan {
-            seen: Vec::new(),
-            ranges: vec![KeyRange {
+        // Other stores list everything to serve an offset: one range, the whole key space.
+        let _ = tx
+            .send(Ok(Work::Range(KeyRange {
                 after: None,
                 up_to: None,
-            }],
-        }
+            })))
+            .await;
+        1
     };
-    let mut partitions: Vec<Vec<KeyRange>> =
-        vec![Vec::new(); concurrency.min(plan.ranges.len()).max(1)];
-    for (i, range) in plan.ranges.into_iter().enumerate() {
-        let n = partitions.len();
-        partitions[i % n].push(range);
-    }
-    let mut streams: Vec<Arc<dyn PartitionStream>> = partitions
-        .into_iter()
-        .map(|ranges| {
+    let queue = Arc::new(Mutex::new(rx));
+    let streams: Vec<Arc<dyn PartitionStream>> = (0..partitions)
+        .map(|_| {
             Arc::new(StoreListing {
                 schema: schema(),
                 store: Arc::clone(&store.store),
                 prefix: store.path.clone(),
-                ranges,
+                queue: Arc::clone(&queue),
             }) as Arc<dyn PartitionStream>
         })
         .collect();
-    if !plan.seen.is_empty() {
-        let batch = to_batch(&schema(), &store.path, plan.seen)?;
-        streams.push(Arc::new(Listed {
-            schema: schema(),
-            batch,
-        }));
-    }
     let table = StreamingTable::try_new(schema(), streams)?;
     Ok(ctx.read_table(Arc::new(table))?)
 }
@@ -88,21 +81,24 @@ pub struct KeyRange {
     pub up_to: Option<String>,
 }
 
-/// How to list a store in parallel: the keys already read while sizing the ranges, and the
-/// ranges that hold all the others.
-struct RangePlan {
-    seen: Vec<ObjectMeta>,
-    ranges: Vec<KeyRange>,
+/// What a listing partition does next: return keys already read, or list a range.
+#[derive(Debug)]
+enum Work {
+    Keys(Vec<ObjectMeta>),
+    Range(KeyRange),
 }
+
+type Queue = Arc<Mutex<mpsc::Receiver<Result<Work>>>>;
 
 /// base64url in byte order, the characters that follow a generation prefix.
 const SORTED_URL_ALPHABET: &[u8; 64] =
     b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
 /// Keys of one list request (S3's page).
 const PAGE: usize = 1000;
-/// Pages read to size the ranges (and kept: at most this many thousand keys in memory); past
-/// them the rest of the key space is one range.
-const MAX_DISCOVERY_PAGES: usize = 256;
+/// A range's last request reads up to a page past its end: ranges of 8+ pages waste little.
+const MIN_RANGE_KEYS: f64 = 8.0 * PAGE as f64;
+/// Pages the walk reads; past them the rest of the key space is one range.
+const MAX_DISCOVERY_PAGES: usize = 4096;
 
 /// The group of a key, its `{family}_{generation}_` prefix or else its first character, and
 /// an offset past the group's keys. A legacy group stops short of `_`, where generation
@@ -148,142 +144,136 @@ fn key_at(group: &str, f: f64) -> String {
     key
 }
 
-/// Keys `after < k <= up_to` not read yet, of one group from hash fraction `from` on, with an
-/// estimated number of keys.
-struct Gap {
-    after: String,
-    up_to: Option<String>,
-    group: String,
-    from: f64,
-    keys: f64,
+/// The discovery walk (see the module doc), queueing pages and ranges as it goes. A full
+/// queue holds it back; a dropped queue (the listing abandoned) stops it.
+async fn discover(store: Location, concurrency: usize, tx: mpsc::Sender<Result<Work>>) {
+    if let Err(e) = walk(&store, concurrency, &tx).await {
+        let _ = tx.send(Err(e)).await;
+    }
 }
 
-/// Walks the key space a page at a time, keeping the keys read. When a page ends inside a
-/// group, the rest of that group is estimated from its density in the page (its keys are
-/// uniform in the hash space) and skipped as a gap, to be listed in parallel. One request per
-/// large group, plus one per page of small groups; every key is read once.
-async fn key_ranges(store: &Location, concurrency: usize) -> Result<RangePlan> {
+async fn walk(store: &Location, concurrency: usize, tx: &mpsc::Sender<Result<Work>>) -> Result<()> {
     let started = std::time::Instant::now();
-    let (mut seen, mut gaps) = (Vec::new(), Vec::new());
-    let mut offset: Option<String> = None;
-    for pages in 1.. {
+    let closed = || Error::runtime("listing abandoned");
+    let (mut offset, mut ranges, mut estimated) = (None::<String>, 0, 0.0);
+    for _ in 0..MAX_DISCOVERY_PAGES {
         let listed = match &offset {
             None => store.store.list(Some(&store.path)),
             Some(o) => store
                 .store
                 .list_with_offset(Some(&store.path), &path_of(&store.path, o)?),
         };
-        if pages > MAX_DISCOVERY_PAGES {
-            let after = offset.unwrap_or_default();
-            gaps.push(Gap {
-                after,
-                up_to: None,
-                group: String::new(),
-                from: 0.0,
-                keys: 0.0,
-            });
-            break;
-        }
         let page: Vec<ObjectMeta> = listed
             .take(PAGE)
             .try_collect()
             .await
             .map_err(|e| Error::runtime(format!("listing {store}: {e}")))?;
         let full = page.len() == PAGE;
-        let Some(last) = page
+        let last = page
             .last()
-            .map(|m| key_below(&store.path, &m.location).to_string())
-        else {
-            break;
+            .map(|m| key_below(&store.path, &m.location).to_string());
+        let gap = match &last {
+            Some(last) if full => Some(gap_after(&store.path, &page, last)),
+            _ => None,
         };
-        if full {
-            let (group, past) = key_group(&last);
-            let in_group: Vec<&str> = page
-                .iter()
-                .rev()
-                .map(|m| key_below(&store.path, &m.location))
-                .take_while(|k| key_group(k).0 == group)
-                .collect();
-            // The group's keys in this page span hash fractions first..last: its density there.
-            let last_at = hash_fraction(&last[group.len()..]);
-            let first_at = in_group
-                .last()
-                .map_or(0.0, |k| hash_fraction(&k[group.len()..]));
-            let density = if last_at > first_at {
-                in_group.len() as f64 / (last_at - first_at)
-            } else {
-                PAGE as f64
-            };
-            gaps.push(Gap {
-                after: last,
-                up_to: Some(past.clone()),
-                keys: density * (1.0 - last_at),
-                group,
-                from: last_at,
-            });
-            offset = Some(past);
-        }
-        seen.extend(page);
-        if !full {
-            break;
-        }
-    }
-    let total: f64 = gaps.iter().map(|g| g.keys).sum();
-    // A range's last request reads up to a page past its end: ranges of 8+ pages waste little.
-    let target = (total / (2 * concurrency) as f64).max(8.0 * PAGE as f64);
-    let mut ranges = Vec::new();
-    for gap in &gaps {
-        let pieces = (gap.keys / target).ceil().max(1.0) as usize;
-        let mut after = gap.after.clone();
-        for i in 1..pieces {
-            // Cut points strictly inside the gap, so no key is listed twice.
-            let cut = key_at(
-                &gap.group,
-                gap.from + (1.0 - gap.from) * i as f64 / pieces as f64,
+        tx.send(Ok(Work::Keys(page))).await.map_err(|_| closed())?;
+        let Some((after, past, group, from, keys)) = gap else {
+            tracing::debug!(
+                ranges,
+                estimated_keys = estimated as u64,
+                seconds = started.elapsed().as_secs_f64(),
+                "listed {store}"
             );
-            if cut > after && gap.up_to.as_ref().is_none_or(|u| &cut < u) {
-                ranges.push(KeyRange {
-                    after: Some(after),
+            return Ok(());
+        };
+        // Cut the rest of the group into ranges, strictly inside it, so no key is listed twice.
+        let pieces = (keys / MIN_RANGE_KEYS)
+            .ceil()
+            .clamp(1.0, 4.0 * concurrency as f64) as usize;
+        let mut start = after;
+        for i in 1..pieces {
+            let cut = key_at(&group, from + (1.0 - from) * i as f64 / pieces as f64);
+            if cut > start && cut < past {
+                tx.send(Ok(Work::Range(KeyRange {
+                    after: Some(start),
                     up_to: Some(cut.clone()),
-                });
-                after = cut;
+                })))
+                .await
+                .map_err(|_| closed())?;
+                start = cut;
+                ranges += 1;
             }
         }
-        ranges.push(KeyRange {
-            after: Some(after),
-            up_to: gap.up_to.clone(),
-        });
+        tx.send(Ok(Work::Range(KeyRange {
+            after: Some(start),
+            up_to: Some(past.clone()),
+        })))
+        .await
+        .map_err(|_| closed())?;
+        (ranges, estimated) = (ranges + 1, estimated + keys);
+        offset = Some(past);
     }
-    tracing::debug!(
-        keys_read = seen.len(),
-        gaps = gaps.len(),
-        estimated_keys = total as u64,
-        ranges = ranges.len(),
-        seconds = started.elapsed().as_secs_f64(),
-        "key ranges of {store}"
-    );
-    Ok(RangePlan { seen, ranges })
+    tx.send(Ok(Work::Range(KeyRange {
+        after: offset,
+        up_to: None,
+    })))
+    .await
+    .map_err(|_| closed())
 }
 
-/// The keys read while sizing the ranges, as one partition.
-#[derive(Debug)]
-struct Listed {
-    schema: SchemaRef,
-    batch: RecordBatch,
+/// The rest of the group a full page ends in: the last key read, an offset past the group,
+/// the group, the hash fraction reached and the estimated number of keys left, from the
+/// group's density in the page.
+fn gap_after(prefix: &Path, page: &[ObjectMeta], last: &str) -> (String, String, String, f64, f64) {
+    let (group, past) = key_group(last);
+    let in_group: Vec<&str> = page
+        .iter()
+        .rev()
+        .map(|m| key_below(prefix, &m.location))
+        .take_while(|k| key_group(k).0 == group)
+        .collect();
+    let last_at = hash_fraction(&last[group.len()..]);
+    let first_at = in_group
+        .last()
+        .map_or(0.0, |k| hash_fraction(&k[group.len()..]));
+    let density = if last_at > first_at {
+        in_group.len() as f64 / (last_at - first_at)
+    } else {
+        PAGE as f64
+    };
+    (
+        last.to_string(),
+        past,
+        group,
+        last_at,
+        density * (1.0 - last_at),
+    )
 }
 
-impl PartitionStream for Listed {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let batch = self.batch.clone();
-        Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
-            futures::stream::once(async move { Ok(batch) }),
-        ))
-    }
+/// The keys of one range, in key order.
+fn range_keys(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    range: KeyRange,
+) -> BoxStream<'static, Result<ObjectMeta>> {
+    let listed = match &range.after {
+        None => store.list(Some(prefix)),
+        Some(after) => match path_of(prefix, after) {
+            Ok(offset) => store.list_with_offset(Some(prefix), &offset),
+            Err(e) => return futures::stream::once(async move { Err(e) }).boxed(),
+        },
+    };
+    let listed = listed.map_err(|e| Error::runtime(format!("listing: {e}")));
+    let Some(up_to) = range.up_to else {
+        return listed.boxed();
+    };
+    let prefix = prefix.clone();
+    // The store lists in key order: the range ends at the first key past it.
+    listed
+        .try_take_while(move |m| {
+            futures::future::ready(Ok(key_below(&prefix, &m.location) <= up_to.as_str()))
+        })
+        .boxed()
 }
 
 /// A Parquet inventory with `blob_id` (string) and `size` (integer) columns.
@@ -325,43 +315,14 @@ pub async fn inventory(ctx: &SessionContext, url: &str) -> Result<DataFrame> {
     ])?)
 }
 
-/// One partition of the live listing: the keys of its ranges below `prefix`, in pages.
+/// One partition of the live listing: takes work from the shared queue until it is empty
+/// and the walk is done.
 #[derive(Debug)]
 struct StoreListing {
     schema: SchemaRef,
     store: Arc<dyn ObjectStore>,
     prefix: Path,
-    ranges: Vec<KeyRange>,
-}
-
-impl StoreListing {
-    fn range(&self, range: KeyRange) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let listed = match &range.after {
-            None => self.store.list(Some(&self.prefix)),
-            Some(after) => match path_of(&self.prefix, after) {
-                Ok(offset) => self.store.list_with_offset(Some(&self.prefix), &offset),
-                Err(e) => {
-                    return futures::stream::once(async move {
-                        Err(object_store::Error::Generic {
-                            store: "listing",
-                            source: e.into(),
-                        })
-                    })
-                    .boxed();
-                }
-            },
-        };
-        let Some(up_to) = range.up_to else {
-            return listed;
-        };
-        let prefix = self.prefix.clone();
-        // The store lists in key order: the range ends at the first key past it.
-        listed
-            .try_take_while(move |m| {
-                futures::future::ready(Ok(key_below(&prefix, &m.location) <= up_to.as_str()))
-            })
-            .boxed()
-    }
+    queue: Queue,
 }
 
 impl PartitionStream for StoreListing {
@@ -370,19 +331,35 @@ impl PartitionStream for StoreListing {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let (store, prefix, queue) = (
+            Arc::clone(&self.store),
+            self.prefix.clone(),
+            Arc::clone(&self.queue),
+        );
+        let pages = futures::stream::unfold(queue, move |queue| {
+            let (store, prefix) = (Arc::clone(&store), prefix.clone());
+            async move {
+                let work = queue.lock().await.recv().await?;
+                let pages = match work {
+                    Ok(Work::Keys(page)) => futures::stream::once(async move { Ok(page) }).boxed(),
+                    Ok(Work::Range(range)) => range_keys(&store, &prefix, range)
+                        .try_chunks(LISTING_BATCH_ROWS)
+                        .map_err(|e| e.1)
+                        .boxed(),
+                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                };
+                Some((pages, queue))
+            }
+        })
+        .flatten();
         let (schema, prefix) = (Arc::clone(&self.schema), self.prefix.clone());
-        let ranges: Vec<_> = self.ranges.iter().cloned().map(|r| self.range(r)).collect();
-        let batches = futures::stream::iter(ranges)
-            .flatten()
-            .map_err(DataFusionError::from)
-            .chunks(LISTING_BATCH_ROWS)
-            .map(move |page| {
-                to_batch(
-                    &schema,
-                    &prefix,
-                    page.into_iter().collect::<Result<Vec<_>, _>>()?,
-                )
-            });
+        let batches = pages.map(move |page| {
+            to_batch(
+                &schema,
+                &prefix,
+                page.map_err(|e| DataFusionError::External(Box::new(e)))?,
+            )
+        });
         Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             batches,
@@ -463,32 +440,27 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let plan = key_ranges(&store, 2).await.unwrap();
-        assert!(
-            plan.ranges.len() >= 3,
-            "the groups are cut: {:?}",
-            plan.ranges
-        );
-        let ranges = plan.ranges;
-        let listing = StoreListing {
-            schema: schema(),
-            store: Arc::clone(&store.store),
-            prefix: store.path.clone(),
-            ranges: vec![],
-        };
-        let mut listed: Vec<String> = plan
-            .seen
-            .iter()
-            .map(|m| key_below(&store.path, &m.location).to_string())
-            .collect();
-        for range in ranges {
-            let metas: Vec<_> = listing.range(range).try_collect().await.unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        tokio::spawn(discover(store.clone(), 2, tx));
+        let (mut listed, mut ranges) = (Vec::new(), 0);
+        while let Some(work) = rx.recv().await {
+            let metas: Vec<ObjectMeta> = match work.unwrap() {
+                Work::Keys(page) => page,
+                Work::Range(range) => {
+                    ranges += 1;
+                    range_keys(&store.store, &store.path, range)
+                        .try_collect()
+                        .await
+                        .unwrap()
+                }
+            };
             listed.extend(
                 metas
                     .iter()
                     .map(|m| key_below(&store.path, &m.location).to_string()),
             );
         }
+        assert!(ranges >= 3, "the groups are cut into ranges: {ranges}");
         listed.sort();
         keys.sort();
         assert_eq!(listed, keys, "every key exactly once");
