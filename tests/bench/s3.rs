@@ -15,6 +15,10 @@ mod s3_server;
 #[allow(dead_code)]
 #[path = "../it/fault_proxy.rs"]
 mod fault_proxy;
+// Shared with the tests, which use all of it.
+#[allow(dead_code)]
+#[path = "../it/support.rs"]
+mod support;
 
 use blobgc::job::Job;
 use blobgc::plan::plan;
@@ -158,7 +162,7 @@ fn main() {
             let store = Location::parse(&format!("{root}/store"), "store").unwrap();
             put_all(&s3, store.path.as_ref(), &ids(n, &format!("gc{round}-"))).await;
             let refs = Location::parse(&format!("{root}/refs/part-0.parquet"), "refs").unwrap();
-            refs.write(&refs.path, parquet_of(&["1_1_unrelated"]))
+            refs.write(&refs.path, support::parquet_bytes(&["1_1_unrelated"]))
                 .await
                 .unwrap();
             let source = SourceSpec {
@@ -297,17 +301,4 @@ async fn listing(store: &Location, listed: usize, rounds: usize, server: &str) -
         seq_cpu,
         par_cpu,
     }
-}
-fn parquet_of(ids: &[&str]) -> Vec<u8> {
-    use arrow::array::{ArrayRef, RecordBatch, StringArray};
-    let batch = RecordBatch::try_from_iter(vec![(
-        "blob_id",
-        std::sync::Arc::new(StringArray::from(ids.to_vec())) as ArrayRef,
-    )])
-    .unwrap();
-    let mut buf = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    buf
 }

@@ -37,20 +37,6 @@ fn blob_id(family: u32, generation: u64, n: u32) -> String {
     }
 }
 
-fn parquet_bytes(ids: &[String]) -> Vec<u8> {
-    use arrow::array::{ArrayRef, RecordBatch, StringArray};
-    let batch = RecordBatch::try_from_iter(vec![(
-        "blob_id",
-        std::sync::Arc::new(StringArray::from(ids.to_vec())) as ArrayRef,
-    )])
-    .unwrap();
-    let mut buf = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
-    buf
-}
-
 async fn list(loc: &Location) -> BTreeSet<String> {
     let metas: Vec<_> = loc.store.list(Some(&loc.path)).try_collect().await.unwrap();
     metas
@@ -91,7 +77,7 @@ async fn check(c: Case) -> Result<(), TestCaseError> {
     let refs_loc = Location::parse(&format!("{root}/refs/part-0.parquet"), "refs").unwrap();
     refs_loc
         .store
-        .put(&refs_loc.path, parquet_bytes(&refs).into())
+        .put(&refs_loc.path, crate::support::parquet_bytes(&refs).into())
         .await
         .unwrap();
 

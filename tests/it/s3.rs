@@ -165,6 +165,37 @@ fn orphans_on_s3(s3: &AmazonS3, f: &Fixture, p: &str, n: usize) -> (Vec<String>,
     (orphans, kept)
 }
 
+/// `blobgc plan` of the store made by [`orphans_on_s3`] at T2, the plan on S3 too.
+fn plan_on_s3(
+    f: &Fixture,
+    p: &str,
+    batch_size: usize,
+    env: &[(&str, String)],
+) -> (Outcome, String) {
+    let (store, plan, refs) = (
+        url(p, "store"),
+        url(p, "plan"),
+        format!("messages={}", url(p, "refs/messages")),
+    );
+    let batch_size = batch_size.to_string();
+    let args = [
+        "plan",
+        "--store",
+        &store,
+        "--now",
+        T2,
+        "--refs",
+        &refs,
+        "--out",
+        &plan,
+        "--batch-size",
+        &batch_size,
+        "--fpp",
+        "0.0000001",
+    ];
+    (f.blobgc_with(&args, env), plan)
+}
+
 #[test]
 fn a_sweep_killed_midway_finishes_on_rerun_counting_each_blob_once() {
     let server = s3_server::server();
@@ -173,29 +204,7 @@ fn a_sweep_killed_midway_finishes_on_rerun_counting_each_blob_once() {
     let p = s3_server::prefix("kill");
     let (orphans, kept) = orphans_on_s3(&s3, &f, &p, 3000);
     let env = s3_server::env(&server.endpoint);
-    let (store, plan, refs) = (
-        url(&p, "store"),
-        url(&p, "plan"),
-        format!("messages={}", url(&p, "refs/messages")),
-    );
-    let planned = f.blobgc_with(
-        &[
-            "plan",
-            "--store",
-            &store,
-            "--now",
-            T2,
-            "--refs",
-            &refs,
-            "--out",
-            &plan,
-            "--batch-size",
-            "50",
-            "--fpp",
-            "0.0000001",
-        ],
-        &env,
-    );
+    let (planned, plan) = plan_on_s3(&f, &p, 50, &env);
     assert_eq!(planned.code, 0, "{}", planned.stderr);
     assert_eq!(planned.u("candidate_count"), 3000);
 
@@ -289,29 +298,7 @@ fn persistent_faults_leave_a_partial_sweep_that_a_rerun_completes() {
     let (_, kept) = orphans_on_s3(&s3, &f, &p, 120);
     let proxy = FaultProxy::start(PORT, FAIL_DELETES);
     let env = s3_server::env(&proxy.endpoint);
-    let (store, plan, refs) = (
-        url(&p, "store"),
-        url(&p, "plan"),
-        format!("messages={}", url(&p, "refs/messages")),
-    );
-    let planned = f.blobgc_with(
-        &[
-            "plan",
-            "--store",
-            &store,
-            "--now",
-            T2,
-            "--refs",
-            &refs,
-            "--out",
-            &plan,
-            "--batch-size",
-            "40",
-            "--fpp",
-            "0.0000001",
-        ],
-        &env,
-    );
+    let (planned, plan) = plan_on_s3(&f, &p, 40, &env);
     assert_eq!(planned.code, 0, "{}", planned.stderr);
     let sweep = [
         "sweep",

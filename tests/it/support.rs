@@ -36,6 +36,21 @@ pub fn write_parquet(path: &Path, columns: Vec<(&str, Vec<Option<&str>>)>) {
     w.close().unwrap();
 }
 
+/// A Parquet file of one `blob_id` column, in memory.
+pub fn parquet_bytes<S: AsRef<str>>(ids: &[S]) -> Vec<u8> {
+    let values: Vec<&str> = ids.iter().map(AsRef::as_ref).collect();
+    let batch = RecordBatch::try_from_iter(vec![(
+        "blob_id",
+        Arc::new(StringArray::from(values)) as ArrayRef,
+    )])
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    buf
+}
+
 pub struct Fixture {
     pub dir: tempfile::TempDir,
 }
