@@ -213,7 +213,7 @@ fn visible(pb: ProgressBar) -> ProgressBar {
 fn spinner() -> ProgressBar {
     let pb = visible(ProgressBar::new_spinner());
     if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {msg}: {human_pos} blobs probed ({per_sec})")
+        ProgressStyle::with_template("{spinner} {msg}: {human_pos} blobs probed ({elapsed})")
     {
         pb.set_style(style);
     }
@@ -224,7 +224,7 @@ fn spinner() -> ProgressBar {
 fn bar() -> ProgressBar {
     let pb = visible(ProgressBar::new(0));
     if let Ok(style) =
-        ProgressStyle::with_template("deleting {bar:30} {pos}/{len} batches ({per_sec}, eta {eta})")
+        ProgressStyle::with_template("deleting {bar:30} {pos}/{len} batches ({elapsed}, eta {eta})")
     {
         pb.set_style(style);
     }
