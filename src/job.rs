@@ -12,6 +12,20 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::path::PathBuf;
 
+/// Whether candidates are checked exactly against every reference before anything is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Verify {
+    /// Exact when there are at most `verify_limit` candidates.
+    #[default]
+    Auto,
+    Exact,
+    Off,
+}
+
+/// The default `verify_limit`: the candidates are the build side of a hash join, held in memory.
+pub const DEFAULT_VERIFY_LIMIT: u64 = 10_000_000;
+
 /// The inputs and parameters of one GC run, checked.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -35,6 +49,8 @@ pub struct Job {
     pub max_deletes_per_second: Option<u32>,
     /// Key ranges of an S3 store listed at once.
     pub list_concurrency: usize,
+    pub verify: Verify,
+    pub verify_limit: u64,
     pub report: Option<PathBuf>,
     pub plan_dir: Option<String>,
     pub s3: S3Options,
@@ -61,6 +77,8 @@ impl Job {
             delete_concurrency: 4,
             max_deletes_per_second: None,
             list_concurrency: 8,
+            verify: Verify::Auto,
+            verify_limit: DEFAULT_VERIFY_LIMIT,
             report: None,
             plan_dir: None,
             s3: S3Options::default(),
@@ -149,6 +167,8 @@ pub struct JobFile {
     pub delete_concurrency: Option<usize>,
     pub max_deletes_per_second: Option<u32>,
     pub list_concurrency: Option<usize>,
+    pub verify: Option<Verify>,
+    pub verify_limit: Option<u64>,
     pub report: Option<PathBuf>,
     pub plan_dir: Option<String>,
     pub s3: Option<S3Options>,
@@ -222,6 +242,13 @@ pub struct JobArgs {
     /// Key ranges of an S3 store listed at once.
     #[arg(long, value_name = "N")]
     pub list_concurrency: Option<usize>,
+    /// Check the candidates exactly against every reference before deleting: auto (when at
+    /// most --verify-limit candidates), exact, off.
+    #[arg(long, value_name = "MODE")]
+    pub verify: Option<Verify>,
+    /// Candidates above which `--verify auto` skips the exact check (they are held in memory).
+    #[arg(long, value_name = "N")]
+    pub verify_limit: Option<u64>,
     #[command(flatten)]
     pub s3: S3Options,
     /// Also write the JSON report to this file.
@@ -319,6 +346,11 @@ impl JobArgs {
             .list_concurrency
             .or(file.list_concurrency)
             .unwrap_or(job.list_concurrency);
+        job.verify = self.verify.or(file.verify).unwrap_or(job.verify);
+        job.verify_limit = self
+            .verify_limit
+            .or(file.verify_limit)
+            .unwrap_or(job.verify_limit);
         job.s3 = self.s3.clone().or(file.s3.unwrap_or_default());
         job.report = self.report.clone().or(file.report);
         job.plan_dir = self.plan_dir.clone().or(file.plan_dir);

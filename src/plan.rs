@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::filter::{Bloom, FilterParams};
 use crate::functions;
 use crate::generation::{GenerationRule, IdClass};
-use crate::job::Job;
+use crate::job::{Job, Verify};
 use crate::listing::{self, BLOB_ID, SIZE};
 use crate::plan_dir::{BatchWriter, PlanDir};
 use crate::references::{self, OpenedSource, SourceSpec};
@@ -26,9 +26,9 @@ use arrow::datatypes::{DataType, Int64Type, UInt8Type};
 use chrono::{DateTime, Utc};
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{Partitioning, col, lit, not, when};
+use datafusion::logical_expr::{JoinType, Partitioning, col, lit, not, when};
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,11 @@ pub struct PlanSummary {
     pub references_seconds: f64,
     pub filter_seconds: f64,
     pub listing_seconds: f64,
+    /// Whether the candidates were checked exactly against every reference.
+    #[serde(default)]
+    pub verified: bool,
+    #[serde(default)]
+    pub verify_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +172,8 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         references_seconds: 0.0,
         filter_seconds: 0.0,
         listing_seconds: 0.0,
+        verified: false,
+        verify_seconds: 0.0,
     };
 
     let started = Instant::now();
@@ -198,7 +205,8 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         job.fpp,
         FilterParams::seed_from_salt(&job.salt),
     );
-    let (bloom, ids, rows) = build_filter(sources, params).await?;
+    let references = all_references(&sources)?;
+    let (bloom, ids, rows) = build_filter(references.clone(), params).await?;
     summary.counts.reference_count = ids;
     summary.counts.null_reference_count = rows - ids;
     let estimated_fpp = bloom.estimated_fpp();
@@ -286,6 +294,28 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         summary.batches.clear();
         return abort(dir, summary, reason).await;
     }
+    let verify = match job.verify {
+        Verify::Exact => true,
+        Verify::Off => false,
+        Verify::Auto => summary.counts.candidate_count <= job.verify_limit,
+    };
+    if verify && !summary.batches.is_empty() {
+        let started = Instant::now();
+        progress.set_message("verifying candidates against every reference");
+        let found =
+            verify_candidates(&ctx, references, dir, &summary.batches, MALFORMED_EXAMPLES).await?;
+        summary.verified = true;
+        summary.verify_seconds = started.elapsed().as_secs_f64();
+        if !found.is_empty() {
+            let reason = format!(
+                "exact verification found referenced blobs among the candidates, e.g. {found:?}: \
+                 the Bloom filter missed references, a bug; please report it"
+            );
+            dir.delete_batches(&summary.batches).await?;
+            summary.batches.clear();
+            return abort(dir, summary, reason).await;
+        }
+    }
     dir.write_summary(&summary).await?;
     Ok(summary)
 }
@@ -298,19 +328,56 @@ async fn abort(dir: &PlanDir, mut summary: PlanSummary, reason: String) -> Resul
     Ok(summary)
 }
 
-/// Partial filters per partition of the union of every source's id columns, OR-merged;
-/// with the non-null id count and the row count of the same scan.
-async fn build_filter(
-    sources: Vec<OpenedSource>,
-    params: FilterParams,
-) -> Result<(Bloom, u64, u64)> {
-    let mut ids = sources.into_iter().map(|s| s.ids);
+/// Every source's id columns as one `blob_id` column.
+fn all_references(sources: &[OpenedSource]) -> Result<DataFrame> {
+    let mut ids = sources.iter().map(|s| s.ids.clone());
     let mut all = ids.next().ok_or_else(|| {
         Error::usage("no reference source given (--refs or [[references]]): refusing to treat every blob as garbage")
     })?;
     for more in ids {
         all = all.union(more)?;
     }
+    Ok(all)
+}
+
+/// Candidates of `batches` that some reference names, exactly (a hash semi-join, candidates
+/// against the streamed references); at most `limit` of them.
+pub async fn verify_candidates(
+    ctx: &SessionContext,
+    references: DataFrame,
+    dir: &PlanDir,
+    batches: &[String],
+    limit: usize,
+) -> Result<Vec<String>> {
+    dir.location.register(ctx);
+    let urls: Vec<String> = batches.iter().map(|b| dir.batch_url(b)).collect();
+    let candidates = ctx
+        .read_parquet(urls, ParquetReadOptions::default())
+        .await?
+        .select(vec![col(BLOB_ID).alias("candidate")])?;
+    let hits = candidates
+        .join(
+            references,
+            JoinType::LeftSemi,
+            &["candidate"],
+            &[BLOB_ID],
+            None,
+        )?
+        .limit(0, Some(limit))?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("verifying candidates: {e}")))?;
+    let mut found = Vec::new();
+    for batch in &hits {
+        let ids = cast(batch.column(0), &DataType::Utf8)?;
+        found.extend(ids.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    Ok(found)
+}
+
+/// Partial filters per partition of the union of every source's id columns, OR-merged;
+/// with the non-null id count and the row count of the same scan.
+async fn build_filter(all: DataFrame, params: FilterParams) -> Result<(Bloom, u64, u64)> {
     let build = functions::bloom_build().call(vec![
         col(BLOB_ID),
         lit(params.num_bits),

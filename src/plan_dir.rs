@@ -76,6 +76,11 @@ impl PlanDir {
         Ok(self.location.child_url(&name))
     }
 
+    /// The URL of a batch file, for DataFusion.
+    pub fn batch_url(&self, name: &str) -> String {
+        self.location.child_url(&format!("batches/{name}.parquet"))
+    }
+
     fn batch_path(&self, name: &str) -> object_store::path::Path {
         self.location
             .path

@@ -56,6 +56,9 @@ pub struct Report {
     pub references_seconds: f64,
     pub filter_seconds: f64,
     pub listing_seconds: f64,
+    /// Whether the candidates were checked exactly against every reference (`--verify`).
+    pub verified: bool,
+    pub verify_seconds: f64,
     pub sweep_seconds: f64,
     pub total_seconds: f64,
 }
@@ -104,10 +107,13 @@ impl Report {
             references_seconds: plan.references_seconds,
             filter_seconds: plan.filter_seconds,
             listing_seconds: plan.listing_seconds,
+            verified: plan.verified,
+            verify_seconds: plan.verify_seconds,
             sweep_seconds: s.sweep_seconds,
             total_seconds: plan.references_seconds
                 + plan.filter_seconds
                 + plan.listing_seconds
+                + plan.verify_seconds
                 + s.sweep_seconds,
         }
     }
@@ -168,12 +174,18 @@ impl Report {
             out += &format!("  failed batch {}: {}\n", f.batch, f.error);
         }
         out += &format!(
-            "  plan {} ({} batches); seconds: references {:.2}, filter {:.2}, listing {:.2}, sweep {:.2}\n",
+            "  plan {} ({} batches, {}); seconds: references {:.2}, filter {:.2}, listing {:.2}, verify {:.2}, sweep {:.2}\n",
             self.plan,
             self.batch_count,
+            if self.verified {
+                "candidates verified exactly"
+            } else {
+                "not verified exactly"
+            },
             self.references_seconds,
             self.filter_seconds,
             self.listing_seconds,
+            self.verify_seconds,
             self.sweep_seconds
         );
         out

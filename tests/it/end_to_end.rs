@@ -35,6 +35,11 @@ fn an_orphan_goes_two_generations_later_and_a_referenced_blob_never() {
         (2, 2, 1)
     );
     assert_eq!(at_t2.u("current_generation"), 559);
+    assert_eq!(
+        at_t2.report.as_ref().unwrap()["verified"],
+        true,
+        "candidates are verified exactly by default"
+    );
     let last = at_t2.stdout.trim().lines().last().unwrap();
     let from_stdout: serde_json::Value = serde_json::from_str(last).unwrap();
     assert_eq!(
@@ -132,6 +137,8 @@ fn dry_run_and_plan_delete_nothing() {
     assert_eq!(dry.code, 0, "{}", dry.stderr);
     assert_eq!((dry.u("candidate_count"), dry.u("gced_blob_count")), (1, 0));
     assert_eq!(dry.report.as_ref().unwrap()["dry_run"], true);
+    let unverified = f.run(T2, &["--refs", &refs, "--dry-run", "--verify", "off"]);
+    assert_eq!(unverified.report.as_ref().unwrap()["verified"], false);
     assert!(f.left().contains(&orphan));
 }
 
@@ -215,4 +222,38 @@ fn other_families_and_legacy_ids_are_eligible() {
     let out = f.run(T2, &["--refs", &refs, "--fpp", "0.000001"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(f.left(), BTreeSet::from([current]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exact_verification_finds_a_referenced_candidate() {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use blobgc::plan_dir::PlanDir;
+    use blobgc::store::Location;
+    let f = Fixture::new();
+    let (referenced, orphan) = (id(557, "referenced"), id(557, "orphan"));
+    let spec =
+        blobgc::references::SourceSpec::parse_flag(&f.refs("messages", &[&referenced])).unwrap();
+    let ctx = blobgc::plan::session(2);
+    let source = blobgc::references::open(&ctx, &spec).await.unwrap();
+    let dir = PlanDir::new(Location::parse(f.path("plan").to_str().unwrap(), "plan").unwrap());
+    // A batch as a Bloom filter with a false negative would write it.
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "blob_id",
+            std::sync::Arc::new(StringArray::from(vec![
+                orphan.as_str(),
+                referenced.as_str(),
+            ])) as ArrayRef,
+        ),
+        (
+            "size",
+            std::sync::Arc::new(Int64Array::from(vec![1i64, 1])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    dir.write_batch("buggy", &batch).await.unwrap();
+    let found = blobgc::plan::verify_candidates(&ctx, source.ids, &dir, &["buggy".to_string()], 5)
+        .await
+        .unwrap();
+    assert_eq!(found, vec![referenced]);
 }
