@@ -153,6 +153,17 @@ fn a_generated_store_on_s3_loses_exactly_its_garbage() {
     );
 }
 
+/// The server, a client of it, a fixture and a fresh key prefix for test `name`.
+fn s3_case(name: &str) -> (&'static s3_server::S3Server, AmazonS3, Fixture, String) {
+    let server = s3_server::server();
+    (
+        server,
+        s3_server::client(&server.endpoint),
+        Fixture::new(),
+        s3_server::prefix(name),
+    )
+}
+
 /// `n` orphans and 50 referenced blobs under `p/store`, references under `p/refs`.
 fn orphans_on_s3(s3: &AmazonS3, f: &Fixture, p: &str, n: usize) -> (Vec<String>, Vec<String>) {
     let orphans: Vec<String> = (0..n).map(|i| id(557, &format!("o{i}"))).collect();
@@ -198,10 +209,7 @@ fn plan_on_s3(
 
 #[test]
 fn a_sweep_killed_midway_finishes_on_rerun_counting_each_blob_once() {
-    let server = s3_server::server();
-    let s3 = s3_server::client(&server.endpoint);
-    let f = Fixture::new();
-    let p = s3_server::prefix("kill");
+    let (server, s3, f, p) = s3_case("kill");
     let (orphans, kept) = orphans_on_s3(&s3, &f, &p, 3000);
     let env = s3_server::env(&server.endpoint);
     let (planned, plan) = plan_on_s3(&f, &p, 50, &env);
@@ -252,10 +260,7 @@ fn a_sweep_killed_midway_finishes_on_rerun_counting_each_blob_once() {
 
 #[test]
 fn transient_faults_are_retried_to_completion() {
-    let server = s3_server::server();
-    let s3 = s3_server::client(&server.endpoint);
-    let f = Fixture::new();
-    let p = s3_server::prefix("transient");
+    let (_, s3, f, p) = s3_case("transient");
     let (_, kept) = orphans_on_s3(&s3, &f, &p, 400);
     let proxy = FaultProxy::start(PORT, TRANSIENT);
     let (store, refs) = (
@@ -291,10 +296,7 @@ fn transient_faults_are_retried_to_completion() {
 
 #[test]
 fn persistent_faults_leave_a_partial_sweep_that_a_rerun_completes() {
-    let server = s3_server::server();
-    let s3 = s3_server::client(&server.endpoint);
-    let f = Fixture::new();
-    let p = s3_server::prefix("persistent");
+    let (_, s3, f, p) = s3_case("persistent");
     let (_, kept) = orphans_on_s3(&s3, &f, &p, 120);
     let proxy = FaultProxy::start(PORT, FAIL_DELETES);
     let env = s3_server::env(&proxy.endpoint);
