@@ -211,7 +211,9 @@ async fn walk(store: &Location, concurrency: usize, tx: &mpsc::Sender<Result<Wor
         .await
         .map_err(|_| closed())?;
         (ranges, estimated) = (ranges + 1, estimated + keys);
-        offset = Some(past);
+        // Keys above `~` could sort a legacy group's `past` below keys already read: the walk
+        // never goes back, so no key is read twice.
+        offset = Some(past.max(last.unwrap_or_default()));
     }
     tx.send(Ok(Work::Range(KeyRange {
         after: offset,

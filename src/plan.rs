@@ -258,25 +258,19 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             .alias("candidate"),
         ])?;
     let partitions = probed.execute_stream_partitioned().await?;
-    let tasks: Vec<_> = partitions
-        .into_iter()
-        .enumerate()
-        .map(|(i, stream)| {
-            tokio::spawn(consume(
-                stream,
-                BatchWriter::new(
-                    dir.clone(),
-                    format!("{}-p{i:04}", summary.run_id),
-                    job.batch_size,
-                ),
-                progress.clone(),
-            ))
-        })
-        .collect();
-    for task in tasks {
-        let (counts, batches) = task
-            .await
-            .map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
+    // A JoinSet: should one partition fail, dropping it stops the others writing batches.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, stream) in partitions.into_iter().enumerate() {
+        let writer = BatchWriter::new(
+            dir.clone(),
+            format!("{}-p{i:04}", summary.run_id),
+            job.batch_size,
+        );
+        tasks.spawn(consume(stream, writer, progress.clone()));
+    }
+    while let Some(done) = tasks.join_next().await {
+        let (counts, batches) =
+            done.map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
         summary.counts.add(counts);
         summary.batches.extend(batches);
     }

@@ -185,13 +185,12 @@ impl PlanDir {
     }
 
     pub async fn delete_batches(&self, names: &[String]) -> Result<()> {
-        for name in names {
-            object_store::ObjectStoreExt::delete(
-                self.location.store.as_ref(),
-                &self.batch_path(name),
-            )
+        let paths: Vec<_> = names.iter().map(|name| Ok(self.batch_path(name))).collect();
+        self.location
+            .store
+            .delete_stream(futures::stream::iter(paths).boxed())
+            .try_for_each(|_| futures::future::ready(Ok(())))
             .await?;
-        }
         Ok(())
     }
 }

@@ -189,9 +189,11 @@ async fn sweep_batch(
                 "deletion batch {name} holds {id:?}, which is not eligible for deletion: the plan is corrupt"
             )));
         }
-        remaining.insert(path_of(&store.path, &id)?);
-        outcome.deleted += 1;
-        outcome.bytes += size;
+        // An id listed twice (a repeated inventory row) is one blob.
+        if remaining.insert(path_of(&store.path, &id)?) {
+            outcome.deleted += 1;
+            outcome.bytes += size;
+        }
     }
     let (mut backoff, mut attempt) = (Duration::from_millis(200), 0);
     loop {

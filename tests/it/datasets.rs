@@ -6,15 +6,17 @@ use crate::support::Fixture;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-fn generate(f: &Fixture) -> BTreeSet<String> {
+/// Generates a store of `messages` messages into the fixture; returns the blobs a GC deletes.
+pub fn generate(f: &Fixture, messages: usize, seed: u64) -> BTreeSet<String> {
+    let (messages, seed) = (messages.to_string(), seed.to_string());
     let out = Command::new(env!("CARGO_BIN_EXE_blobgc-datasets"))
         .args([
             "--out",
             f.dir.path().to_str().unwrap(),
             "--messages",
-            "800",
+            &messages,
             "--seed",
-            "7",
+            &seed,
         ])
         .output()
         .unwrap();
@@ -50,7 +52,7 @@ fn refs(f: &Fixture) -> Vec<String> {
 
 fn gc_deletes_exactly_the_garbage(inventory: bool) {
     let f = Fixture::new();
-    let expected = generate(&f);
+    let expected = generate(&f, 800, 7);
     assert!(expected.len() > 100, "the dataset has garbage to collect");
     let before = f.left();
     let mut args = refs(&f);

@@ -80,27 +80,8 @@ fn url(prefix: &str, rest: &str) -> String {
 
 #[test]
 fn a_generated_store_on_s3_loses_exactly_its_garbage() {
-    let server = s3_server::server();
-    let s3 = s3_server::client(&server.endpoint);
-    let f = Fixture::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_blobgc-datasets"))
-        .args([
-            "--out",
-            f.dir.path().to_str().unwrap(),
-            "--messages",
-            "9000",
-            "--seed",
-            "11",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let expected: BTreeSet<String> = std::fs::read_to_string(f.path("expected-deleted.txt"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let p = s3_server::prefix("e2e");
+    let (server, s3, f, p) = s3_case("e2e");
+    let expected = crate::datasets::generate(&f, 9000, 11);
     upload_dir(&s3, &f.path("store"), &format!("{p}/store"));
     upload_dir(&s3, &f.path("refs"), &format!("{p}/refs"));
     let before = keys(&s3, &format!("{p}/store"));
