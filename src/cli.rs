@@ -3,12 +3,18 @@
 //! stdout carries only the JSON report, as its last line; people read stderr.
 
 use crate::error::{Error, Result};
-use crate::job::{Job, JobArgs, JobFile};
+use crate::generation::parse_duration;
+use crate::incremental::{self, IncrementalArgs};
+use crate::job::{Job, JobArgs, JobFile, parse_now};
+use crate::lease::Lease;
 use crate::plan::{PlanStatus, plan};
 use crate::plan_dir::PlanDir;
+use crate::plan_root::PlanRoot;
+use crate::quarantine::{self, Quarantine};
 use crate::report::{Report, Status};
 use crate::store::{Location, S3Options, configure_s3};
 use crate::sweep::{SweepOptions, sweep};
+use crate::uploads::{self, UploadsArgs};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
@@ -34,12 +40,60 @@ enum Command {
     Plan {
         #[command(flatten)]
         job: JobArgs,
-        /// The plan directory to create (a path or URL; must not hold a plan already).
-        #[arg(long, value_name = "DIR")]
-        out: String,
+        /// The plan directory to create (a path or URL; must not hold a plan already); default
+        /// with --plan-root: PLAN_ROOT/RUN_ID.
+        #[arg(long, value_name = "DIR", required_unless_present = "plan_root")]
+        out: Option<String>,
     },
     /// Execute a plan's deletion batches, or resume an interrupted sweep.
     Sweep(SweepArgs),
+    /// One iteration of ADR 39's incremental GC, from a Deletions and a References table.
+    Incremental(IncrementalArgs),
+    /// JMAP upload expiry: delete uploads past their TTL or over their user's quota.
+    Uploads(UploadsArgs),
+    /// Delete the blobs quarantined more than --older-than ago.
+    Purge(PurgeArgs),
+    /// Move quarantined blobs back into the store.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PurgeArgs {
+    /// The quarantine prefix given to `run --quarantine`.
+    #[arg(long, value_name = "URL")]
+    quarantine: String,
+    /// Purge what runs quarantined at least this long ago: 7d, 12h.
+    #[arg(long, value_name = "DURATION")]
+    older_than: String,
+    /// The clock (RFC 3339); default: now.
+    #[arg(long, value_name = "RFC3339")]
+    now: Option<String>,
+    #[command(flatten)]
+    s3: S3Options,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RestoreArgs {
+    /// The quarantine prefix given to `run --quarantine`.
+    #[arg(long, value_name = "URL")]
+    quarantine: String,
+    /// The store to restore into.
+    #[arg(long, value_name = "URL")]
+    store: String,
+    /// Only the blobs quarantined by this run.
+    #[arg(long, value_name = "RUN_ID")]
+    run: Option<String>,
+    /// Only this blob id. Repeatable.
+    #[arg(long = "id", value_name = "BLOB_ID")]
+    ids: Vec<String>,
+    #[command(flatten)]
+    s3: S3Options,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -88,7 +142,7 @@ pub fn main() -> i32 {
     match runtime.block_on(dispatch(cli.command)) {
         Ok((report, report_file)) => {
             eprint!("{}", report.human());
-            let json = report.to_json_line();
+            let json = report.json();
             let written =
                 report_file.map(|f| std::fs::write(&f, format!("{json}\n")).map_err(|e| (f, e)));
             println!("{json}");
@@ -99,7 +153,7 @@ pub fn main() -> i32 {
                 );
                 return 1;
             }
-            report.status.exit_code()
+            report.exit_code()
         }
         Err(e) => {
             eprintln!("blobgc: error: {e}");
@@ -108,23 +162,67 @@ pub fn main() -> i32 {
     }
 }
 
-async fn dispatch(command: Command) -> Result<(Report, Option<PathBuf>)> {
+async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
     match command {
         Command::Run(args) => {
             let job = args.resolve(chrono::Utc::now)?;
             configure_s3(job.s3.clone());
             let report = run(&job).await?;
-            Ok((report, job.report))
+            Ok((Output::Gc(report), job.report))
         }
         Command::Plan { job: args, out } => {
             let job = args.resolve(chrono::Utc::now)?;
             configure_s3(job.s3.clone());
-            let dir = new_plan_dir(&out, "--out").await?;
-            let summary = plan(&job, &dir, &spinner()).await?;
+            let root = job.plan_root.as_deref().map(PlanRoot::parse).transpose()?;
+            let dir = match (&out, &root) {
+                (Some(out), _) => new_plan_dir(out, "--out").await?,
+                (None, Some(root)) => root.plan_dir(&job.run_id)?,
+                (None, None) => return Err(Error::usage("--out or --plan-root is required")),
+            };
+            let lease = take_lease(&job, root.as_ref()).await?;
+            let planned = plan(&job, &dir, &spinner()).await;
+            let summary = give_back(lease, planned).await?;
             Ok((
-                Report::new(&summary, dir.location.url(), None, true),
+                Output::Gc(Report::new(&summary, dir.location.url(), None, true)),
                 job.report,
             ))
+        }
+        Command::Incremental(args) => {
+            let (job, plan_dir, report) = args.resolve()?;
+            let (dir, temporary) = plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id).await?;
+            let mut out = incremental::run(&job, &dir, &bar()).await?;
+            if remove_temporary(temporary, out.status) {
+                out.plan = format!("{} (temporary, removed)", out.plan);
+            }
+            Ok((Output::Incremental(out), report))
+        }
+        Command::Uploads(args) => {
+            let (job, plan_dir, report) = args.resolve()?;
+            let (dir, temporary) = plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id).await?;
+            let mut out = uploads::run(&job, &dir, &bar()).await?;
+            if remove_temporary(temporary, out.status) {
+                out.plan = format!("{} (temporary, removed)", out.plan);
+            }
+            Ok((Output::Uploads(out), report))
+        }
+        Command::Purge(args) => {
+            configure_s3(args.s3);
+            let older_than =
+                parse_duration(&args.older_than).map_err(|e| e.context("--older-than"))?;
+            let now = match &args.now {
+                Some(t) => parse_now(t)?,
+                None => chrono::Utc::now(),
+            };
+            let q = Quarantine::parse(&args.quarantine)?;
+            let report = quarantine::purge(&q, older_than, now).await?;
+            Ok((Output::Purge(report), args.report))
+        }
+        Command::Restore(args) => {
+            configure_s3(args.s3);
+            let q = Quarantine::parse(&args.quarantine)?;
+            let store = Location::parse(&args.store, "--store")?;
+            let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
+            Ok((Output::Restore(report), args.report))
         }
         Command::Sweep(args) => {
             let file = args
@@ -148,29 +246,159 @@ async fn dispatch(command: Command) -> Result<(Report, Option<PathBuf>)> {
                 ));
             }
             let dir = PlanDir::new(Location::parse(&args.plan, "--plan")?);
-            let (summary, metrics) = sweep(&dir, &options, &bar()).await?;
+            let planned = dir.read_summary().await?;
+            // A resumed sweep is the same run as its plan: it takes (or retakes) that run's lease.
+            let lease = match &planned.plan_root {
+                Some(root) => Some(
+                    Lease::acquire(
+                        &PlanRoot::parse(root)?,
+                        &planned.store,
+                        &planned.run_id,
+                        planned.lease_ttl_seconds.max(1),
+                        chrono::Utc::now(),
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
+            let swept = sweep(&dir, &options, &bar()).await;
+            let (summary, metrics) = give_back(lease, swept).await?;
             Ok((
-                Report::new(&summary, dir.location.url(), Some(&metrics), false),
+                Output::Gc(Report::new(
+                    &summary,
+                    dir.location.url(),
+                    Some(&metrics),
+                    false,
+                )),
                 args.report,
             ))
         }
     }
 }
 
-/// Plan, then sweep unless aborted or dry. A temporary plan directory is removed afterwards
-/// unless the sweep is partial: then it is what `blobgc sweep --plan` resumes.
-pub async fn run(job: &Job) -> Result<Report> {
-    let (dir_text, temporary) = match &job.plan_dir {
-        Some(d) => (d.clone(), None),
-        None => {
-            // Unique per run: two runs with the same clock and salt must never share a plan.
-            let tmp =
-                std::env::temp_dir().join(format!("blobgc-plan-{}", crate::plan::new_run_id()));
-            (tmp.display().to_string(), Some(tmp))
+/// What a command prints: its JSON report as the last line of stdout.
+enum Output {
+    Gc(Report),
+    Incremental(incremental::IncrementalReport),
+    Uploads(uploads::UploadsReport),
+    Purge(quarantine::PurgeReport),
+    Restore(quarantine::RestoreReport),
+}
+
+impl Output {
+    fn human(&self) -> String {
+        match self {
+            Output::Gc(r) => r.human(),
+            Output::Incremental(r) => format!(
+                "blobgc: incremental iteration {} ({:?}{}): {} concerned blobs, {} still referenced, deleted {} ({} bytes); \
+                 {} deletion rows carried over, {} remain\n",
+                r.iteration,
+                r.status,
+                if r.dry_run { ", dry run" } else { "" },
+                r.concerned_blob_count,
+                r.referenced_blob_count,
+                r.gced_blob_count,
+                r.gced_bytes,
+                r.carried_over_rows,
+                r.remaining_deletion_rows
+            ),
+            Output::Uploads(r) => format!(
+                "blobgc: uploads ({:?}{}): {} of {} uploads expired, {} over quota; deleted {} blobs ({} bytes), \
+                 {} shared blobs kept\n",
+                r.status,
+                if r.dry_run { ", dry run" } else { "" },
+                r.expired_count,
+                r.upload_count,
+                r.over_quota_count,
+                r.gced_blob_count,
+                r.gced_bytes,
+                r.shared_blob_kept_count
+            ),
+            Output::Purge(r) => format!(
+                "blobgc: purged {} quarantined blobs ({} bytes) older than {} s; kept {}, {} unrecognised key(s) left alone {:?}\n",
+                r.purged_blob_count,
+                r.purged_bytes,
+                r.older_than_seconds,
+                r.kept_blob_count,
+                r.unrecognised_count,
+                r.unrecognised
+            ),
+            Output::Restore(r) => format!(
+                "blobgc: restored {} blobs ({} bytes) into {}; {} error(s) {:?}\n",
+                r.restored_blob_count, r.restored_bytes, r.store, r.error_count, r.errors
+            ),
         }
+    }
+
+    fn json(&self) -> String {
+        let json = match self {
+            Output::Gc(r) => return r.to_json_line(),
+            Output::Incremental(r) => serde_json::to_string(r),
+            Output::Uploads(r) => serde_json::to_string(r),
+            Output::Purge(r) => serde_json::to_string(r),
+            Output::Restore(r) => serde_json::to_string(r),
+        };
+        json.unwrap_or_else(|e| format!("{{\"status\":\"error\",\"error\":\"{e}\"}}"))
+    }
+
+    fn exit_code(&self) -> i32 {
+        match self {
+            Output::Gc(r) => r.status.exit_code(),
+            Output::Incremental(r) => r.status.exit_code(),
+            Output::Uploads(r) => r.status.exit_code(),
+            Output::Purge(_) => 0,
+            Output::Restore(r) => Status::from_errors(r.error_count).exit_code(),
+        }
+    }
+}
+
+/// The lease of the job's store under `root`, when there is a root.
+async fn take_lease(job: &Job, root: Option<&PlanRoot>) -> Result<Option<Lease>> {
+    let Some(root) = root else {
+        return Ok(None);
     };
-    let dir = new_plan_dir(&dir_text, "--plan-dir").await?;
+    let store = Location::parse(&job.store, "--store")?.url();
+    let lease = Lease::acquire(
+        root,
+        &store,
+        &job.run_id,
+        job.lease_ttl_seconds,
+        chrono::Utc::now(),
+    )
+    .await?;
+    Ok(Some(lease))
+}
+
+/// Gives `lease` back, then returns `result`: whatever the outcome, the lease is released.
+async fn give_back<T>(lease: Option<Lease>, result: Result<T>) -> Result<T> {
+    if let Some(lease) = lease {
+        lease.release().await?;
+    }
+    result
+}
+
+/// Plan, then sweep unless aborted or dry. Under a plan root the plan is kept as the run's
+/// history; a temporary plan directory is removed afterwards unless the sweep is partial: then
+/// it is what `blobgc sweep --plan` resumes.
+pub async fn run(job: &Job) -> Result<Report> {
+    let root = job.plan_root.as_deref().map(PlanRoot::parse).transpose()?;
+    let lease = take_lease(job, root.as_ref()).await?;
+    let result = run_leased(job, root.as_ref(), lease.as_ref()).await;
+    give_back(lease, result).await
+}
+
+async fn run_leased(job: &Job, root: Option<&PlanRoot>, lease: Option<&Lease>) -> Result<Report> {
+    let (dir, temporary) = match (&job.plan_dir, root) {
+        (None, Some(root)) => (root.plan_dir(&job.run_id)?, None),
+        (given, _) => plan_dir_or_temporary(given.as_deref(), &job.run_id).await?,
+    };
     let summary = plan(job, &dir, &spinner()).await?;
+    if summary.status == PlanStatus::Planned
+        && !job.dry_run
+        && let Some(lease) = lease
+    {
+        lease.check(chrono::Utc::now()).await?;
+    }
     let metrics = if summary.status == PlanStatus::Planned && !job.dry_run {
         let options = SweepOptions {
             concurrency: job.delete_concurrency,
@@ -182,12 +410,34 @@ pub async fn run(job: &Job) -> Result<Report> {
         None
     };
     let mut report = Report::new(&summary, dir.location.url(), metrics.as_ref(), job.dry_run);
-    if let Some(tmp) = temporary.filter(|_| report.status != Status::Partial)
-        && std::fs::remove_dir_all(&tmp).is_ok()
-    {
+    if remove_temporary(temporary, report.status) {
         report.plan = format!("{} (temporary, removed)", report.plan);
     }
     Ok(report)
+}
+
+/// The plan directory given, or a fresh temporary one (returned too, to remove afterwards).
+async fn plan_dir_or_temporary(
+    given: Option<&str>,
+    run_id: &str,
+) -> Result<(PlanDir, Option<PathBuf>)> {
+    match given {
+        Some(d) => Ok((new_plan_dir(d, "--plan-dir").await?, None)),
+        None => {
+            // Unique per run: two runs with the same clock and salt must never share a plan.
+            let tmp = std::env::temp_dir().join(format!("blobgc-plan-{run_id}"));
+            let dir = new_plan_dir(&tmp.display().to_string(), "--plan-dir").await?;
+            Ok((dir, Some(tmp)))
+        }
+    }
+}
+
+/// Removes a temporary plan directory unless the sweep was partial (the plan is then what
+/// `blobgc sweep --plan` resumes); whether it did.
+fn remove_temporary(temporary: Option<PathBuf>, status: Status) -> bool {
+    temporary
+        .filter(|_| status != Status::Partial)
+        .is_some_and(|tmp| std::fs::remove_dir_all(tmp).is_ok())
 }
 
 /// A plan directory that holds no plan yet: a second plan must never mix with a first one.

@@ -26,9 +26,14 @@ pub enum Verify {
 /// The default `verify_limit`: the candidates are the build side of a hash join, held in memory.
 pub const DEFAULT_VERIFY_LIMIT: u64 = 10_000_000;
 
+/// The default `lease_ttl`: a run holding the lease longer than this can be overtaken.
+pub const DEFAULT_LEASE_TTL_SECONDS: u64 = 6 * 3_600;
+
 /// The inputs and parameters of one GC run, checked.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// Unique per run: names its plan under a plan root, its batches and its lease.
+    pub run_id: String,
     pub store: String,
     pub references: Vec<SourceSpec>,
     pub inventory: Option<String>,
@@ -53,6 +58,14 @@ pub struct Job {
     pub verify_limit: u64,
     pub report: Option<PathBuf>,
     pub plan_dir: Option<String>,
+    /// A directory of per-run plans: the history the shrink breaker compares with, and the
+    /// home of the lease that keeps runs against one store apart.
+    pub plan_root: Option<String>,
+    pub lease_ttl_seconds: u64,
+    /// Breakers: see [`crate::breakers`].
+    pub breakers: crate::breakers::Thresholds,
+    /// Move candidates under this prefix instead of deleting them.
+    pub quarantine: Option<String>,
     pub s3: S3Options,
 }
 
@@ -60,6 +73,7 @@ impl Job {
     /// A job with the defaults of CONTRACT.md, at `now`, with a fresh random salt.
     pub fn new(store: impl Into<String>, references: Vec<SourceSpec>, now: DateTime<Utc>) -> Self {
         Job {
+            run_id: crate::plan::new_run_id(),
             store: store.into(),
             references,
             inventory: None,
@@ -81,6 +95,10 @@ impl Job {
             verify_limit: DEFAULT_VERIFY_LIMIT,
             report: None,
             plan_dir: None,
+            plan_root: None,
+            lease_ttl_seconds: DEFAULT_LEASE_TTL_SECONDS,
+            breakers: crate::breakers::Thresholds::default(),
+            quarantine: None,
             s3: S3Options::default(),
         }
     }
@@ -117,6 +135,10 @@ impl Job {
         if self.max_deletes_per_second == Some(0) {
             return fail("--max-deletes-per-second must be >= 1".into());
         }
+        if self.lease_ttl_seconds == 0 {
+            return fail("--lease-ttl must be > 0".into());
+        }
+        self.breakers.validate()?;
         if self.salt.is_empty() {
             return fail("--salt must not be empty".into());
         }
@@ -134,6 +156,32 @@ impl Job {
             }
         }
         Ok(())
+    }
+}
+
+/// The `--now` of a command.
+pub fn parse_now(text: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            Error::usage(format!(
+                "--now {text:?} is not RFC 3339 (e.g. 2021-08-19T10:15:30Z): {e}"
+            ))
+        })
+}
+
+/// A duration from a flag, else from the job file, where it may be a string or a bare number.
+pub fn duration_value(
+    flag: Option<String>,
+    file: Option<toml::Value>,
+    key: &str,
+) -> Result<Option<String>> {
+    match (flag, file) {
+        (Some(d), _) => Ok(Some(d)),
+        (None, Some(toml::Value::String(d))) => Ok(Some(d)),
+        (None, Some(toml::Value::Integer(n))) => Ok(Some(n.to_string())),
+        (None, Some(other)) => Err(Error::usage(format!("{key} {other} is not a duration"))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -171,15 +219,27 @@ pub struct JobFile {
     pub verify_limit: Option<u64>,
     pub report: Option<PathBuf>,
     pub plan_dir: Option<String>,
+    pub plan_root: Option<String>,
+    pub lease_ttl: Option<toml::Value>,
+    pub max_delete_fraction: Option<f64>,
+    pub max_source_shrink: Option<f64>,
+    pub max_missing_references: Option<f64>,
+    pub breaker_floor: Option<u64>,
+    pub quarantine: Option<String>,
     pub s3: Option<S3Options>,
 }
 
 impl JobFile {
     pub fn read(path: &std::path::Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::usage(format!("job file {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| Error::usage(format!("job file {}: {e}", path.display())))
+        read_toml(path)
     }
+}
+
+/// A TOML job file; errors name the file, and the key or line at fault.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::usage(format!("job file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::usage(format!("job file {}: {e}", path.display())))
 }
 
 /// The flags shared by `run` and `plan`.
@@ -254,10 +314,37 @@ pub struct JobArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// `run` only: where to keep the plan (default: a temporary directory, removed unless the
-    /// sweep is partial).
+    /// `run` only: where to keep the plan (default: under --plan-root, else a temporary
+    /// directory removed unless the sweep is partial).
     #[arg(long, value_name = "DIR")]
     pub plan_dir: Option<String>,
+    /// A directory of per-run plans (path or URL): each run plans into ROOT/RUN_ID, compares its
+    /// sources with the previous run there, and holds a lease there so runs against one store
+    /// never overlap.
+    #[arg(long, value_name = "URL")]
+    pub plan_root: Option<String>,
+    /// How long a run's lease holds before another run may take it over: 6h, 30m, 1d.
+    #[arg(long, value_name = "DURATION")]
+    pub lease_ttl: Option<String>,
+    /// Abort when the candidates are more than this fraction of the eligible blobs.
+    #[arg(long, value_name = "F")]
+    pub max_delete_fraction: Option<f64>,
+    /// Abort when a reference source has lost more than this fraction of its rows since the
+    /// previous run under --plan-root.
+    #[arg(long, value_name = "F")]
+    pub max_source_shrink: Option<f64>,
+    /// Abort when more than this fraction of the references to eligible ids name blobs absent
+    /// from the listing (an incomplete listing or a wrong prefix).
+    #[arg(long, value_name = "F")]
+    pub max_missing_references: Option<f64>,
+    /// Counts at or below this never trip a fraction breaker (a fraction of a handful says
+    /// nothing).
+    #[arg(long, value_name = "N")]
+    pub breaker_floor: Option<u64>,
+    /// Move the candidates under this prefix (path or URL) instead of deleting them; `blobgc
+    /// purge` deletes them later, `blobgc restore` puts them back.
+    #[arg(long, value_name = "URL")]
+    pub quarantine: Option<String>,
 }
 
 impl JobArgs {
@@ -292,27 +379,15 @@ impl JobArgs {
             source.allow_empty = true;
         }
         let now = match self.now.clone().or(file.now) {
-            Some(t) => DateTime::parse_from_rfc3339(&t)
-                .map_err(|e| {
-                    Error::usage(format!(
-                        "--now {t:?} is not RFC 3339 (e.g. 2021-08-19T10:15:30Z): {e}"
-                    ))
-                })?
-                .with_timezone(&Utc),
+            Some(t) => parse_now(&t)?,
             None => clock(),
         };
         let mut job = Job::new(store, references, now);
-        let duration = match (&self.generation_duration, file.generation_duration) {
-            (Some(d), _) => Some(d.clone()),
-            (None, Some(toml::Value::String(d))) => Some(d),
-            (None, Some(toml::Value::Integer(days))) => Some(days.to_string()),
-            (None, Some(other)) => {
-                return Err(Error::usage(format!(
-                    "generation_duration {other} is not a duration"
-                )));
-            }
-            (None, None) => None,
-        };
+        let duration = duration_value(
+            self.generation_duration.clone(),
+            file.generation_duration,
+            "generation_duration",
+        )?;
         if let Some(d) = duration {
             job.generation_duration_seconds =
                 parse_duration(&d).map_err(|e| e.context("--generation-duration"))?;
@@ -354,6 +429,25 @@ impl JobArgs {
         job.s3 = self.s3.clone().or(file.s3.unwrap_or_default());
         job.report = self.report.clone().or(file.report);
         job.plan_dir = self.plan_dir.clone().or(file.plan_dir);
+        job.plan_root = self.plan_root.clone().or(file.plan_root);
+        if let Some(ttl) = duration_value(self.lease_ttl.clone(), file.lease_ttl, "--lease-ttl")? {
+            job.lease_ttl_seconds = parse_duration(&ttl).map_err(|e| e.context("--lease-ttl"))?;
+        }
+        let b = &mut job.breakers;
+        b.max_delete_fraction = self
+            .max_delete_fraction
+            .or(file.max_delete_fraction)
+            .unwrap_or(b.max_delete_fraction);
+        b.max_source_shrink = self
+            .max_source_shrink
+            .or(file.max_source_shrink)
+            .unwrap_or(b.max_source_shrink);
+        b.max_missing_references = self
+            .max_missing_references
+            .or(file.max_missing_references)
+            .unwrap_or(b.max_missing_references);
+        b.floor = self.breaker_floor.or(file.breaker_floor).unwrap_or(b.floor);
+        job.quarantine = self.quarantine.clone().or(file.quarantine);
         job.validate()?;
         Ok(job)
     }

@@ -14,16 +14,22 @@
 //! The [`report`] tells what happened; [`job`] and [`cli`] are the outside interface.
 
 pub mod blob_id;
+pub mod breakers;
 pub mod cli;
 pub mod error;
 pub mod filter;
 pub mod functions;
 pub mod generation;
+pub mod incremental;
 pub mod job;
+pub mod lease;
 pub mod listing;
 pub mod plan;
 pub mod plan_dir;
+pub mod plan_root;
+pub mod quarantine;
 pub mod references;
 pub mod report;
 pub mod store;
 pub mod sweep;
+pub mod uploads;

@@ -18,14 +18,16 @@ use crate::generation::{GenerationRule, IdClass};
 use crate::job::{Job, Verify};
 use crate::listing::{self, BLOB_ID, SIZE};
 use crate::plan_dir::{BatchWriter, PlanDir};
+use crate::plan_root::PlanRoot;
 use crate::references::{self, OpenedSource, SourceSpec};
 use crate::store::Location;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int64Type, UInt8Type};
 use chrono::{DateTime, Utc};
+use datafusion::functions::string::expr_fn::starts_with;
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::count;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{JoinType, Partitioning, col, lit, not, when};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
@@ -74,6 +76,58 @@ pub struct PlanSummary {
     pub verified: bool,
     #[serde(default)]
     pub verify_seconds: f64,
+    /// Where the sweep takes its lease, and for how long.
+    #[serde(default)]
+    pub plan_root: Option<String>,
+    #[serde(default)]
+    pub lease_ttl_seconds: u64,
+    /// Candidates are moved here instead of deleted.
+    #[serde(default)]
+    pub quarantine: Option<String>,
+    /// The ids come from a table whose own rules selected them (`blobgc incremental`, `blobgc
+    /// uploads`), so the sweep does not re-apply the `{family}_{generation}_` rule.
+    #[serde(default)]
+    pub ids_from_table: bool,
+}
+
+impl PlanSummary {
+    /// The summary of a plan whose candidates a table selected (`blobgc incremental`,
+    /// `blobgc uploads`), ready to sweep.
+    pub fn from_table(
+        run_id: &str,
+        store: &Location,
+        sources: Vec<SourceSummary>,
+        counts: PlanCounts,
+        batch_size: usize,
+        batches: Vec<String>,
+    ) -> Self {
+        PlanSummary {
+            run_id: run_id.to_string(),
+            status: PlanStatus::Planned,
+            abort_reason: None,
+            store: store.url(),
+            inventory: None,
+            sources,
+            now: Utc::now(),
+            generation_duration_seconds: 0,
+            family: 0,
+            current_generation: 0,
+            salt: String::new(),
+            filter: None,
+            counts,
+            batch_size,
+            batches,
+            references_seconds: 0.0,
+            filter_seconds: 0.0,
+            listing_seconds: 0.0,
+            verified: true,
+            verify_seconds: 0.0,
+            plan_root: None,
+            lease_ttl_seconds: 0,
+            quarantine: None,
+            ids_from_table: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +160,12 @@ pub struct PlanCounts {
     pub malformed_ids: Vec<String>,
     pub candidate_count: u64,
     pub candidate_bytes: u64,
+    /// References (rows) naming an eligible id, and those of them naming a blob the listing
+    /// lacks (counted with a Bloom filter of the listing: a false positive hides one).
+    #[serde(default)]
+    pub eligible_reference_count: u64,
+    #[serde(default)]
+    pub missing_reference_count: u64,
 }
 
 impl PlanCounts {
@@ -152,9 +212,23 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             dir.location
         )));
     }
+    let quarantine = job
+        .quarantine
+        .as_deref()
+        .map(|q| quarantine_exclusion(&store, q))
+        .transpose()?;
+    let root = job.plan_root.as_deref().map(PlanRoot::parse).transpose()?;
+    if let Some(root) = &root
+        && store.contains(&root.location)
+    {
+        return Err(Error::usage(format!(
+            "the plan root {} lies inside the store {store}: its files would be listed as blobs",
+            root.location
+        )));
+    }
     let ctx = session(job.partitions);
     let mut summary = PlanSummary {
-        run_id: new_run_id(),
+        run_id: job.run_id.clone(),
         status: PlanStatus::Planned,
         abort_reason: None,
         store: store.url(),
@@ -174,6 +248,10 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         listing_seconds: 0.0,
         verified: false,
         verify_seconds: 0.0,
+        plan_root: root.as_ref().map(|r| r.location.url()),
+        lease_ttl_seconds: job.lease_ttl_seconds,
+        quarantine: job.quarantine.clone(),
+        ids_from_table: false,
     };
 
     let started = Instant::now();
@@ -194,6 +272,12 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         })
         .collect();
     summary.references_seconds = started.elapsed().as_secs_f64();
+    if let Some(root) = &root
+        && let Some(previous) = root.previous(&summary.store, &summary.run_id).await?
+        && let Some(reason) = job.breakers.source_shrink(&summary.sources, &previous)
+    {
+        return abort(dir, summary, reason).await;
+    }
 
     let started = Instant::now();
     progress.set_message("building the Bloom filter of references");
@@ -233,10 +317,13 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
 
     let started = Instant::now();
     progress.set_message("listing and probing blobs");
-    let listed = match &job.inventory {
+    let mut listed = match &job.inventory {
         Some(url) => listing::inventory(&ctx, url).await?,
         None => listing::live(&ctx, &store, job.list_concurrency).await?,
     };
+    if let Some(Some(prefix)) = &quarantine {
+        listed = listed.filter(not(starts_with(col(BLOB_ID), lit(prefix.as_str()))))?;
+    }
     let class = functions::id_class().call(vec![
         col(BLOB_ID),
         lit(u64::from(rule.family)),
@@ -258,6 +345,13 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             .alias("candidate"),
         ])?;
     let partitions = probed.execute_stream_partitioned().await?;
+    // What the listing holds, for the missing-references breaker: sized like the references'
+    // filter (the two are of one order), hashed with another seed.
+    let listing_params = FilterParams::for_items(
+        expected_items,
+        LISTING_FPP,
+        FilterParams::seed_from_salt(&format!("{}/listing", job.salt)),
+    );
     // A JoinSet: should one partition fail, dropping it stops the others writing batches.
     let mut tasks = tokio::task::JoinSet::new();
     for (i, stream) in partitions.into_iter().enumerate() {
@@ -266,14 +360,19 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             format!("{}-p{i:04}", summary.run_id),
             job.batch_size,
         );
-        tasks.spawn(consume(stream, writer, progress.clone()));
+        let listed = Bloom::new(listing_params)?;
+        tasks.spawn(consume(stream, writer, listed, progress.clone()));
     }
+    let mut listed = Bloom::new(listing_params)?;
     while let Some(done) = tasks.join_next().await {
-        let (counts, batches) =
+        let (counts, batches, partial) =
             done.map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
         summary.counts.add(counts);
         summary.batches.extend(batches);
+        listed.union_words(&partial.to_le_bytes())?;
     }
+    let listing_filter = dir.write_filter(listed.encode()).await?;
+    drop(listed);
     summary.batches.sort();
     summary.listing_seconds = started.elapsed().as_secs_f64();
 
@@ -288,30 +387,159 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         summary.batches.clear();
         return abort(dir, summary, reason).await;
     }
-    let verify = match job.verify {
-        Verify::Exact => true,
-        Verify::Off => false,
-        Verify::Auto => summary.counts.candidate_count <= job.verify_limit,
-    };
-    if verify && !summary.batches.is_empty() {
-        let started = Instant::now();
-        progress.set_message("verifying candidates against every reference");
+    if let Some(reason) = job.breakers.delete_fraction(
+        summary.counts.candidate_count,
+        summary.counts.eligible_blob_count,
+    ) {
+        dir.delete_batches(&summary.batches).await?;
+        summary.batches.clear();
+        return abort(dir, summary, reason).await;
+    }
+
+    let verify = !summary.batches.is_empty()
+        && match job.verify {
+            Verify::Exact => true,
+            Verify::Off => false,
+            Verify::Auto => summary.counts.candidate_count <= job.verify_limit,
+        };
+    let started = Instant::now();
+    progress.set_message(if verify {
+        "verifying candidates against every reference"
+    } else {
+        "checking references against the listing"
+    });
+    let batches = verify.then_some(summary.batches.as_slice());
+    let checked = check_references(
+        &ctx,
+        references.clone(),
+        dir,
+        batches,
+        &listing_filter,
+        rule,
+    )
+    .await?;
+    summary.counts.eligible_reference_count = checked.eligible_references;
+    summary.counts.missing_reference_count = checked.missing_references;
+    summary.verified = verify;
+    summary.verify_seconds = started.elapsed().as_secs_f64();
+    let mut reason = job
+        .breakers
+        .missing_references(checked.missing_references, checked.eligible_references);
+    if checked.hits > 0 {
         let found =
             verify_candidates(&ctx, references, dir, &summary.batches, MALFORMED_EXAMPLES).await?;
-        summary.verified = true;
-        summary.verify_seconds = started.elapsed().as_secs_f64();
-        if !found.is_empty() {
-            let reason = format!(
-                "exact verification found referenced blobs among the candidates, e.g. {found:?}: \
-                 the Bloom filter missed references, a bug; please report it"
-            );
-            dir.delete_batches(&summary.batches).await?;
-            summary.batches.clear();
-            return abort(dir, summary, reason).await;
-        }
+        reason = Some(format!(
+            "exact verification found referenced blobs among the candidates, e.g. {found:?}: \
+             the Bloom filter missed references, a bug; please report it"
+        ));
+    }
+    if let Some(reason) = reason {
+        dir.delete_batches(&summary.batches).await?;
+        summary.batches.clear();
+        return abort(dir, summary, reason).await;
     }
     dir.write_summary(&summary).await?;
     Ok(summary)
+}
+
+/// The false-positive rate of the listing's filter: each false positive hides one missing
+/// reference from the breaker, which needs proportions, not exact counts.
+const LISTING_FPP: f64 = 0.01;
+
+/// The relative key prefix to leave out of the listing when the quarantine lies inside the
+/// store (`None` when it lies elsewhere); refuses a quarantine that is or holds the store.
+fn quarantine_exclusion(store: &Location, quarantine: &str) -> Result<Option<String>> {
+    let q = Location::parse(quarantine, "--quarantine")?;
+    if q.contains(store) {
+        return Err(Error::usage(format!(
+            "--quarantine {q} is or holds the store {store}: quarantined blobs must live apart"
+        )));
+    }
+    Ok(store
+        .contains(&q)
+        .then(|| q.dir_url()[store.dir_url().len()..].to_string()))
+}
+
+/// What the check pass over the references found.
+struct Checked {
+    /// Reference rows matching a candidate (only when candidates are given): must be 0.
+    hits: u64,
+    eligible_references: u64,
+    missing_references: u64,
+}
+
+/// One more pass over the references: counts those naming eligible ids and those of them the
+/// listing's filter lacks, and with `batches`, joins them exactly with the candidates (the
+/// candidates are the build side of the hash join, the references stream past it).
+async fn check_references(
+    ctx: &SessionContext,
+    references: DataFrame,
+    dir: &PlanDir,
+    batches: Option<&[String]>,
+    listing_filter: &str,
+    rule: GenerationRule,
+) -> Result<Checked> {
+    let eligible = functions::id_class()
+        .call(vec![
+            col(BLOB_ID),
+            lit(u64::from(rule.family)),
+            lit(rule.current_generation),
+        ])
+        .eq(lit(IdClass::Eligible as u8));
+    let listed = functions::bloom_contains().call(vec![col(BLOB_ID), lit(listing_filter)]);
+    let one_if = |e: datafusion::logical_expr::Expr| when(e, lit(1i64)).otherwise(lit(0i64));
+    let refs = references.select(vec![
+        col(BLOB_ID),
+        one_if(eligible.clone())?.alias("eligible_ref"),
+        one_if(eligible.and(not(listed)))?.alias("missing_ref"),
+    ])?;
+    let sums = vec![
+        sum(col("eligible_ref")).alias("eligible"),
+        sum(col("missing_ref")).alias("missing"),
+    ];
+    let checked = match batches {
+        Some(batches) => {
+            dir.location.register(ctx);
+            let urls: Vec<String> = batches.iter().map(|b| dir.batch_url(b)).collect();
+            let candidates = ctx
+                .read_parquet(urls, ParquetReadOptions::default())
+                .await?
+                .select(vec![col(BLOB_ID).alias("candidate")])?;
+            let mut aggregates = vec![count(col("candidate")).alias("hits")];
+            aggregates.extend(sums);
+            candidates
+                .join(refs, JoinType::Right, &["candidate"], &[BLOB_ID], None)?
+                .aggregate(vec![], aggregates)?
+        }
+        None => refs.aggregate(vec![], sums)?,
+    };
+    let result = checked
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("checking references: {e}")))?;
+    let row = result
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| Error::runtime("reference check returned no row"))?;
+    let int = |name: &str| -> Result<u64> {
+        let c = row
+            .column_by_name(name)
+            .map(|c| cast(c, &DataType::Int64))
+            .transpose()?;
+        Ok(c.map_or(0, |c| {
+            let c = c.as_primitive::<Int64Type>();
+            if c.is_null(0) {
+                0
+            } else {
+                c.value(0).max(0) as u64
+            }
+        }))
+    };
+    Ok(Checked {
+        hits: int("hits")?,
+        eligible_references: int("eligible")?,
+        missing_references: int("missing")?,
+    })
 }
 
 async fn abort(dir: &PlanDir, mut summary: PlanSummary, reason: String) -> Result<PlanSummary> {
@@ -409,11 +637,23 @@ async fn build_filter(all: DataFrame, params: FilterParams) -> Result<(Bloom, u6
 async fn consume(
     mut stream: SendableRecordBatchStream,
     mut writer: BatchWriter,
+    mut listed: Bloom,
     progress: ProgressBar,
-) -> Result<(PlanCounts, Vec<String>)> {
+) -> Result<(PlanCounts, Vec<String>, Bloom)> {
     let mut c = PlanCounts::default();
     while let Some(batch) = stream.try_next().await? {
         count_batch(&batch, &mut c)?;
+        let class = batch.column(2).as_primitive::<UInt8Type>();
+        let mut row = 0;
+        functions::for_each_id(batch.column(0), |id| {
+            if let Some(id) = id
+                && class.is_valid(row)
+                && class.value(row) == IdClass::Eligible as u8
+            {
+                listed.insert(id);
+            }
+            row += 1;
+        })?;
         let candidates =
             filter_record_batch(&batch.project(&[0, 1])?, batch.column(3).as_boolean())?;
         c.candidate_count += candidates.num_rows() as u64;
@@ -422,7 +662,7 @@ async fn consume(
         progress.inc(batch.num_rows() as u64);
     }
     writer.flush(true).await?;
-    Ok((c, writer.written))
+    Ok((c, writer.written, listed))
 }
 
 fn count_batch(batch: &RecordBatch, c: &mut PlanCounts) -> Result<()> {

@@ -8,7 +8,7 @@
 use crate::error::{Error, Result};
 use crate::listing::BLOB_ID;
 use crate::store::Location;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Field};
 use datafusion::common::Column;
 use datafusion::logical_expr::{Expr, cast};
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionContext};
@@ -92,10 +92,10 @@ impl OpenedSource {
     }
 }
 
-/// Checks and opens a source. Errors name the source, its URL and what is wrong.
-pub async fn open(ctx: &SessionContext, spec: &SourceSpec) -> Result<OpenedSource> {
-    let what = format!("reference source {:?} ({})", spec.name, spec.url);
-    let loc = Location::parse(&spec.url, "reference source url").map_err(|e| e.context(&what))?;
+/// A Parquet table at `url`: one file, or every `.parquet` file below a directory. `what`
+/// names it in errors: missing (exit 2), unreadable (exit 1).
+pub async fn read_table(ctx: &SessionContext, url: &str, what: &str) -> Result<DataFrame> {
+    let loc = Location::parse(url, "table url").map_err(|e| e.context(what))?;
     loc.register(ctx);
     let (table_url, extension) = if loc.store.head(&loc.path).await.is_ok() {
         (loc.url(), "")
@@ -114,31 +114,41 @@ pub async fn open(ctx: &SessionContext, spec: &SourceSpec) -> Result<OpenedSourc
         }
         (loc.dir_url(), ".parquet")
     };
-    let df = ctx
-        .read_parquet(
-            table_url,
-            ParquetReadOptions::default().file_extension(extension),
-        )
-        .await
-        .map_err(|e| Error::runtime(format!("{what}: cannot read Parquet: {e}")))?;
+    ctx.read_parquet(
+        table_url,
+        ParquetReadOptions::default().file_extension(extension),
+    )
+    .await
+    .map_err(|e| Error::runtime(format!("{what}: cannot read Parquet: {e}")))
+}
+
+/// The field `column` of `df`, or a usage error naming the table and its columns.
+pub fn field<'a>(df: &'a DataFrame, column: &str, what: &str) -> Result<&'a Field> {
+    df.schema()
+        .field_with_unqualified_name(column)
+        .map(AsRef::as_ref)
+        .map_err(|_| {
+            let have: Vec<_> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            Error::usage(format!(
+                "{what}: no column {column:?} (it has: {})",
+                have.join(", ")
+            ))
+        })
+}
+
+/// Checks and opens a source. Errors name the source, its URL and what is wrong.
+pub async fn open(ctx: &SessionContext, spec: &SourceSpec) -> Result<OpenedSource> {
+    let what = format!("reference source {:?} ({})", spec.name, spec.url);
+    let df = read_table(ctx, &spec.url, &what).await?;
 
     let mut ids: Option<DataFrame> = None;
     for column in &spec.columns {
-        let field = df
-            .schema()
-            .field_with_unqualified_name(column)
-            .map_err(|_| {
-                let have: Vec<_> = df
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect();
-                Error::usage(format!(
-                    "{what}: no column {column:?} (it has: {})",
-                    have.join(", ")
-                ))
-            })?;
+        let field = field(&df, column, &what)?;
         if !matches!(
             field.data_type(),
             DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8

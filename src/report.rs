@@ -14,6 +14,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// Completed, or partial when some work failed.
+    pub fn from_errors(error_count: u64) -> Self {
+        if error_count == 0 {
+            Status::Completed
+        } else {
+            Status::Partial
+        }
+    }
+
     /// The exit code of CONTRACT.md.
     pub fn exit_code(self) -> i32 {
         match self {

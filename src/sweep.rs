@@ -1,6 +1,7 @@
 //! The sweep: executes a plan's deletion batches against the store.
 //!
-//! **What it deletes:** exactly the ids in the batches listed by a `planned` summary, and
+//! **What it deletes:** exactly the ids in the batches listed by a `planned` summary (moved
+//! into quarantine first when the plan names one, see [`crate::quarantine`]), and
 //! before each batch it re-checks that every id is still eligible under the plan's generation
 //! rule (a corrupted or hand-edited batch aborts instead of deleting an active blob).
 //! **Resuming:** a batch is marked done only once every key in it is gone, so a rerun after a
@@ -16,6 +17,7 @@ use crate::generation::{GenerationRule, IdClass};
 use crate::listing::path_of;
 use crate::plan::{PlanStatus, PlanSummary};
 use crate::plan_dir::{BatchOutcome, PlanDir};
+use crate::quarantine::Quarantine;
 use crate::store::Location;
 use futures::StreamExt;
 use indicatif::ProgressBar;
@@ -139,12 +141,25 @@ pub async fn sweep(
         ..SweepMetrics::default()
     };
     let limit = options.max_deletes_per_second.map(RateLimit::new);
+    let quarantine = summary
+        .quarantine
+        .as_deref()
+        .map(Quarantine::parse)
+        .transpose()?;
+    let run_id = summary.run_id.clone();
+    let batch = BatchSweep {
+        dir,
+        store: &store,
+        rule: (!summary.ids_from_table).then_some(rule),
+        limit: limit.as_ref(),
+        quarantine: quarantine.as_ref().map(|q| (q, run_id.as_str())),
+    };
     progress.set_length(pending.len() as u64);
     let mut results = futures::stream::iter(pending)
         .map(|name| {
-            let (store, limit) = (&store, limit.as_ref());
+            let batch = &batch;
             async move {
-                let result = sweep_batch(dir, store, rule, limit, &name).await;
+                let result = batch.sweep(&name).await;
                 (name, result)
             }
         })
@@ -171,51 +186,73 @@ pub async fn sweep(
     Ok((summary, metrics))
 }
 
-/// Deletes one batch: every key, retried with backoff until confirmed deleted (a key already
-/// gone is deleted), then marks the batch done. An error leaves the batch pending.
-async fn sweep_batch(
-    dir: &PlanDir,
-    store: &Location,
-    rule: GenerationRule,
-    limit: Option<&RateLimit>,
-    name: &str,
-) -> Result<BatchOutcome> {
-    let rows = dir.read_batch(name).await?;
-    let mut outcome = BatchOutcome::default();
-    let mut remaining = HashSet::with_capacity(rows.len());
-    for (id, size) in rows {
-        if rule.classify(&id) != IdClass::Eligible {
-            return Err(Error::aborted(format!(
-                "deletion batch {name} holds {id:?}, which is not eligible for deletion: the plan is corrupt"
-            )));
-        }
-        // An id listed twice (a repeated inventory row) is one blob.
-        if remaining.insert(path_of(&store.path, &id)?) {
-            outcome.deleted += 1;
-            outcome.bytes += size;
-        }
-    }
-    let (mut backoff, mut attempt) = (Duration::from_millis(200), 0);
-    loop {
-        if let Some(limit) = limit {
-            limit.acquire(remaining.len()).await;
-        }
-        match delete_round(store, &mut remaining).await {
-            None => {
-                dir.mark_done(name, &outcome).await?;
-                return Ok(outcome);
-            }
-            Some(error) if attempt == KEY_RETRIES => {
-                return Err(Error::runtime(format!(
-                    "{} key(s) not deleted: {error}",
-                    remaining.len()
+/// What every batch of one sweep shares.
+struct BatchSweep<'a> {
+    dir: &'a PlanDir,
+    store: &'a Location,
+    /// Re-checked on every id before deleting, when the plan applied it.
+    rule: Option<GenerationRule>,
+    limit: Option<&'a RateLimit>,
+    /// Where to move the candidates first, and the run they are filed under.
+    quarantine: Option<(&'a Quarantine, &'a str)>,
+}
+
+impl BatchSweep<'_> {
+    /// Deletes one batch: every key (moved into quarantine first when there is one), retried
+    /// with backoff until confirmed deleted (a key already gone is deleted), then marks the
+    /// batch done. An error leaves the batch pending.
+    async fn sweep(&self, name: &str) -> Result<BatchOutcome> {
+        let (dir, store) = (self.dir, self.store);
+        let rows = dir.read_batch(name).await?;
+        let mut outcome = BatchOutcome::default();
+        let mut remaining = HashSet::with_capacity(rows.len());
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, size) in rows {
+            if let Some(rule) = self.rule
+                && rule.classify(&id) != IdClass::Eligible
+            {
+                return Err(Error::aborted(format!(
+                    "deletion batch {name} holds {id:?}, which is not eligible for deletion: the plan is corrupt"
                 )));
             }
-            Some(error) => {
-                tracing::info!(batch = name, attempt, %error, "retrying keys not confirmed deleted");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                attempt += 1;
+            // An id listed twice (a repeated inventory row) is one blob.
+            if remaining.insert(path_of(&store.path, &id)?) {
+                outcome.deleted += 1;
+                outcome.bytes += size;
+                ids.push(id);
+            }
+        }
+        let (mut backoff, mut attempt) = (Duration::from_millis(200), 0);
+        loop {
+            if let Some(limit) = self.limit {
+                limit.acquire(remaining.len()).await;
+            }
+            let round = match self.quarantine {
+                Some((q, run_id)) => match q.copy_in(store, run_id, &ids).await {
+                    Ok(()) => delete_round(store, &mut remaining).await,
+                    Err(e) => Some(e.to_string()),
+                },
+                None => delete_round(store, &mut remaining).await,
+            };
+            match round {
+                None => {
+                    dir.mark_done(name, &outcome).await?;
+                    return Ok(outcome);
+                }
+                Some(error) if attempt == KEY_RETRIES => {
+                    return Err(Error::runtime(format!(
+                        "{} key(s) not deleted: {error}",
+                        remaining.len()
+                    )));
+                }
+                Some(error) => {
+                    tracing::info!(batch = name, attempt, %error, "retrying keys not confirmed deleted");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                    // Copy again only what is still in the store.
+                    ids.retain(|id| path_of(&store.path, id).is_ok_and(|p| remaining.contains(&p)));
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use blobgc::generation::{GenerationRule, IdClass};
 use blobgc::job::Job;
-use blobgc::plan::plan;
+use blobgc::plan::{PlanStatus, plan};
 use blobgc::plan_dir::PlanDir;
 use blobgc::references::SourceSpec;
 use blobgc::store::Location;
@@ -54,6 +54,8 @@ struct Case {
     batch_size: usize,
     salt: String,
     fpp: f64,
+    /// The breakers' floor: low floors make small cases trip them.
+    floor: u64,
 }
 
 async fn check(c: Case) -> Result<(), TestCaseError> {
@@ -94,9 +96,24 @@ async fn check(c: Case) -> Result<(), TestCaseError> {
     job.salt = c.salt;
     job.fpp = c.fpp;
     job.max_fpp = 1.0;
+    job.breakers.floor = c.floor;
     let dir = PlanDir::new(Location::parse(&format!("{root}/plan"), "plan").unwrap());
     let summary = plan(&job, &dir, &ProgressBar::hidden()).await.unwrap();
     prop_assert_eq!(summary.counts.reference_count, refs.len() as u64);
+    if summary.status == PlanStatus::Aborted {
+        prop_assert!(summary.batches.is_empty());
+        prop_assert!(
+            sweep(&dir, &SweepOptions::default(), &ProgressBar::hidden())
+                .await
+                .is_err()
+        );
+        prop_assert_eq!(
+            &list(&store).await,
+            &ids,
+            "an aborted plan deleted something"
+        );
+        return Ok(());
+    }
     sweep(&dir, &SweepOptions::default(), &ProgressBar::hidden())
         .await
         .unwrap();
@@ -132,7 +149,8 @@ proptest! {
         batch_size in 1usize..9,
         salt in "[a-z0-9]{1,12}",
         fpp in 0.001f64..0.5,
+        floor in 0u64..120,
     ) {
-        RUNTIME.block_on(check(Case { blobs, referenced, dangling_refs, now_generation, partitions, batch_size, salt, fpp }))?;
+        RUNTIME.block_on(check(Case { blobs, referenced, dangling_refs, now_generation, partitions, batch_size, salt, fpp, floor }))?;
     }
 }

@@ -184,6 +184,9 @@ fn plan_on_s3(
         &batch_size,
         "--fpp",
         "0.0000001",
+        // Almost every blob is an orphan here: these tests are about the sweep, not the breaker.
+        "--max-delete-fraction",
+        "1",
     ];
     (f.blobgc_with(&args, env), plan)
 }

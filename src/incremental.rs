@@ -1,0 +1,465 @@
+//! The incremental mode of ADR 39 (`blobgc incremental`): instead of checking every blob, check
+//! only those whose deletion the application recorded.
+//!
+//! **Inputs:** a Deletions table (`blob_id`, `generation`, `date`, `gc_iteration`: one row per
+//! deletion request) and a References table (`entity_id`, `blob_id`, `generation`).
+//! **What it deletes:** the blobs of the deletion rows of iterations up to this one whose
+//! generation is at most `current_generation - generation_lag`, that no row of References
+//! names. The ADR's decision text processes generation n-2 and older (lag 2, the default),
+//! its worked example every generation (lag 0). Rows of younger generations are carried over.
+//! **The danger:** a blob re-referenced after its deletion was recorded; the References table
+//! decides, so it must be complete. It is read once: a Bloom filter of the concerned blobs picks
+//! the few references that may name them, and those are compared exactly.
+//! **Output:** deletion batches swept as in the full mode, then the Deletions table that remains
+//! (every row of a deleted blob removed) written to `--deletions-out`.
+
+use crate::error::{Error, Result};
+use crate::filter::{Bloom, FilterParams};
+use crate::functions;
+use crate::listing::{BLOB_ID, path_of};
+use crate::plan::{PlanCounts, PlanSummary, SourceSummary};
+use crate::plan_dir::{BatchWriter, PlanDir};
+use crate::references::{self, SourceSpec};
+use crate::report::Status;
+use crate::store::Location;
+use crate::sweep::{SweepOptions, sweep};
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::{JoinType, col, lit};
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use object_store::ObjectStoreExt;
+use parquet::arrow::ArrowWriter;
+use serde::Serialize;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const GENERATION: &str = "generation";
+pub const GC_ITERATION: &str = "gc_iteration";
+
+/// One garbage collection iteration.
+#[derive(Debug, Clone)]
+pub struct IncrementalJob {
+    pub run_id: String,
+    pub store: String,
+    pub deletions: String,
+    pub references: String,
+    /// References may be empty (a store whose entities are all gone).
+    pub allow_empty_references: bool,
+    pub iteration: i64,
+    pub current_generation: i64,
+    pub generation_lag: u64,
+    pub deletions_out: String,
+    pub fpp: f64,
+    pub salt: String,
+    pub batch_size: usize,
+    pub dry_run: bool,
+    pub partitions: usize,
+    pub sweep: SweepOptions,
+}
+
+/// What an iteration did.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncrementalReport {
+    pub status: Status,
+    pub dry_run: bool,
+    pub store: String,
+    pub plan: String,
+    pub iteration: i64,
+    pub current_generation: i64,
+    pub generation_lag: u64,
+    /// Rows of the Deletions table read.
+    pub deletion_rows: u64,
+    /// Rows of iterations up to this one whose generation is old enough: processed.
+    pub processed_rows: u64,
+    /// Rows of iterations up to this one left for a later iteration (generation too young).
+    pub carried_over_rows: u64,
+    pub concerned_blob_count: u64,
+    pub reference_count: u64,
+    /// Concerned blobs some reference names: kept.
+    pub referenced_blob_count: u64,
+    pub candidate_count: u64,
+    pub gced_blob_count: u64,
+    pub gced_bytes: u64,
+    pub error_count: u64,
+    /// Rows of the Deletions table written to `deletions_out` (none in a dry run).
+    pub remaining_deletion_rows: u64,
+    pub deletions_out: Option<String>,
+    pub salt: String,
+    pub total_seconds: f64,
+}
+
+/// Runs one iteration: plan into `dir`, sweep unless dry, write the remaining Deletions.
+pub async fn run(
+    job: &IncrementalJob,
+    dir: &PlanDir,
+    progress: &ProgressBar,
+) -> Result<IncrementalReport> {
+    let started = Instant::now();
+    let store = Location::parse(&job.store, "--store")?;
+    if store.contains(&dir.location) {
+        return Err(Error::usage(format!(
+            "the plan directory {} lies inside the store {store}: its files would be listed as blobs",
+            dir.location
+        )));
+    }
+    let ctx = crate::plan::session(job.partitions);
+    // The remaining Deletions table keeps the input's string types.
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+
+    let what = format!("Deletions table ({})", job.deletions);
+    let deletions = references::read_table(&ctx, &job.deletions, &what).await?;
+    for column in [BLOB_ID, GENERATION, GC_ITERATION] {
+        references::field(&deletions, column, &what)?;
+    }
+    let deletion_rows = deletions.clone().count().await? as u64;
+    let spec = SourceSpec {
+        name: "references".into(),
+        url: job.references.clone(),
+        columns: vec![BLOB_ID.into()],
+        allow_empty: job.allow_empty_references,
+    };
+    let refs = references::open(&ctx, &spec).await?;
+
+    let threshold = job.current_generation - job.generation_lag as i64;
+    let generation = datafusion::logical_expr::cast(col(GENERATION), DataType::Int64);
+    let iteration = datafusion::logical_expr::cast(col(GC_ITERATION), DataType::Int64);
+    let due = deletions
+        .clone()
+        .filter(iteration.lt_eq(lit(job.iteration)))?;
+    let pending_rows = due.clone().count().await? as u64;
+    let processed = due.filter(generation.lt_eq(lit(threshold)))?;
+    let processed_rows = processed.clone().count().await? as u64;
+    let concerned = strings(
+        processed
+            .select(vec![col(BLOB_ID)])?
+            .filter(col(BLOB_ID).is_not_null())?
+            .distinct()?,
+        "reading the Deletions table",
+    )
+    .await?;
+    progress.set_message(format!("checking {} concerned blobs", concerned.len()));
+
+    let params = FilterParams::for_items(
+        concerned.len() as u64,
+        job.fpp,
+        FilterParams::seed_from_salt(&job.salt),
+    );
+    let mut bloom = Bloom::new(params)?;
+    concerned.iter().for_each(|id| bloom.insert(id));
+    let location = dir.write_filter(bloom.encode()).await?;
+    drop(bloom);
+    let maybe = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location)]);
+    let found: HashSet<String> = strings(refs.ids.clone().filter(maybe)?, "reading References")
+        .await?
+        .into_iter()
+        .map(|id| canonical(&id))
+        .collect();
+    let candidates: Vec<String> = concerned
+        .iter()
+        .filter(|id| !found.contains(&canonical(id)))
+        .cloned()
+        .collect();
+    let referenced_blob_count = (concerned.len() - candidates.len()) as u64;
+
+    let mut writer = BatchWriter::new(dir.clone(), format!("{}-i", job.run_id), job.batch_size);
+    let sized = sizes(&store, &candidates).await?;
+    let candidate_bytes = sized.iter().map(|(_, s)| *s as u64).sum();
+    for chunk in sized.chunks(job.batch_size.max(1)) {
+        let ids = StringArray::from_iter_values(chunk.iter().map(|(id, _)| id.as_str()));
+        let sizes = Int64Array::from_iter_values(chunk.iter().map(|(_, s)| *s));
+        writer
+            .push(RecordBatch::try_new(
+                crate::listing::schema(),
+                vec![Arc::new(ids), Arc::new(sizes)],
+            )?)
+            .await?;
+    }
+    writer.flush(true).await?;
+    let summary = PlanSummary::from_table(
+        &job.run_id,
+        &store,
+        vec![SourceSummary {
+            spec,
+            rows: refs.rows,
+        }],
+        PlanCounts {
+            reference_count: refs.rows,
+            candidate_count: candidates.len() as u64,
+            candidate_bytes,
+            ..PlanCounts::default()
+        },
+        job.batch_size,
+        writer.written,
+    );
+    dir.write_summary(&summary).await?;
+
+    let mut report = IncrementalReport {
+        status: Status::Completed,
+        dry_run: job.dry_run,
+        store: store.url(),
+        plan: dir.location.url(),
+        iteration: job.iteration,
+        current_generation: job.current_generation,
+        generation_lag: job.generation_lag,
+        deletion_rows,
+        processed_rows,
+        carried_over_rows: pending_rows - processed_rows,
+        concerned_blob_count: concerned.len() as u64,
+        reference_count: refs.rows,
+        referenced_blob_count,
+        candidate_count: candidates.len() as u64,
+        gced_blob_count: 0,
+        gced_bytes: 0,
+        error_count: 0,
+        remaining_deletion_rows: 0,
+        deletions_out: None,
+        salt: job.salt.clone(),
+        total_seconds: 0.0,
+    };
+    if !job.dry_run {
+        let (_, metrics) = sweep(dir, &job.sweep, progress).await?;
+        report.gced_blob_count = metrics.gced_blob_count;
+        report.gced_bytes = metrics.gced_bytes;
+        report.error_count = metrics.error_count;
+        report.status = Status::from_errors(metrics.error_count);
+        // Only blobs of completed batches leave the Deletions table: a failed one is retried
+        // by the next iteration.
+        let mut deleted = Vec::new();
+        for name in dir.done().await? {
+            deleted.extend(dir.read_batch(&name).await?.into_iter().map(|(id, _)| id));
+        }
+        report.remaining_deletion_rows =
+            write_remaining(&ctx, deletions, deleted, &job.deletions_out).await?;
+        report.deletions_out = Some(job.deletions_out.clone());
+    }
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The canonical spelling of an id (`1_0557_x` is `1_557_x`), so that spellings compare equal.
+fn canonical(id: &str) -> String {
+    crate::blob_id::BlobId::parse(id).map_or_else(|_| id.to_string(), |b| b.to_string())
+}
+
+/// The first column of `df`, as strings.
+async fn strings(df: DataFrame, what: &str) -> Result<Vec<String>> {
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("{what}: {e}")))?;
+    let mut out = Vec::new();
+    for batch in &batches {
+        let column = cast(batch.column(0), &DataType::Utf8)?;
+        out.extend(
+            column
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_string),
+        );
+    }
+    Ok(out)
+}
+
+/// Each candidate with its size; a blob already gone has size 0 (its deletion still clears
+/// its Deletions rows).
+async fn sizes(store: &Location, ids: &[String]) -> Result<Vec<(String, i64)>> {
+    futures::stream::iter(ids)
+        .map(|id| async move {
+            let path = path_of(&store.path, id)?;
+            match store.store.head(&path).await {
+                Ok(meta) => Ok((id.clone(), meta.size as i64)),
+                Err(object_store::Error::NotFound { .. }) => Ok((id.clone(), 0)),
+                Err(e) => Err(Error::runtime(format!("reading the size of {id}: {e}"))),
+            }
+        })
+        .buffered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Writes the rows of `deletions` whose blob is not in `deleted` to `out` (one Parquet file,
+/// the input's schema); returns their count. The rows are read before `out` is written, so
+/// `out` may be the input file itself.
+async fn write_remaining(
+    ctx: &SessionContext,
+    deletions: DataFrame,
+    deleted: Vec<String>,
+    out: &str,
+) -> Result<u64> {
+    let gone = RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("deleted_blob_id", DataType::Utf8, false),
+        ])),
+        vec![Arc::new(StringArray::from(deleted))],
+    )?;
+    let gone = ctx.read_table(Arc::new(MemTable::try_new(
+        gone.schema(),
+        vec![vec![gone]],
+    )?))?;
+    let schema = Arc::new(deletions.schema().as_arrow().clone());
+    let remaining = deletions
+        .join(
+            gone,
+            JoinType::LeftAnti,
+            &[BLOB_ID],
+            &["deleted_blob_id"],
+            None,
+        )?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("computing the remaining Deletions: {e}")))?;
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, Arc::clone(&schema), None)?;
+    let mut rows = 0;
+    for batch in remaining {
+        rows += batch.num_rows() as u64;
+        writer.write(&RecordBatch::try_new(
+            Arc::clone(&schema),
+            batch.columns().to_vec(),
+        )?)?;
+    }
+    writer.close()?;
+    let loc = Location::parse(out, "--deletions-out")?;
+    loc.write(&loc.path, buf).await?;
+    Ok(rows)
+}
+
+/// The flags of `blobgc incremental`; a job file (`--job`) holds the same keys, flags win.
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalArgs {
+    /// TOML job file; flags override its keys.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub job: Option<std::path::PathBuf>,
+    /// The blob store.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+    /// The Deletions table (blob_id, generation, date, gc_iteration).
+    #[arg(long, value_name = "URL")]
+    pub deletions: Option<String>,
+    /// The References table (entity_id, blob_id, generation).
+    #[arg(long, value_name = "URL")]
+    pub references: Option<String>,
+    /// Accept an empty References table (else the run aborts: every blob would look unused).
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_empty_references: bool,
+    /// This garbage collection iteration: deletion rows of it and earlier ones are processed.
+    #[arg(long, value_name = "N")]
+    pub iteration: Option<i64>,
+    /// The current reference generation.
+    #[arg(long, value_name = "N")]
+    pub current_generation: Option<i64>,
+    /// Only generations <= current - lag are processed (ADR 39: 2).
+    #[arg(long, value_name = "N")]
+    pub generation_lag: Option<u64>,
+    /// Where to write the Deletions table that remains (may be the input file).
+    #[arg(long, value_name = "URL")]
+    pub deletions_out: Option<String>,
+    /// Where to keep the plan (default: a temporary directory, removed unless partial).
+    #[arg(long, value_name = "DIR")]
+    pub plan_dir: Option<String>,
+    /// False-positive rate of the filter of concerned blobs.
+    #[arg(long, value_name = "P")]
+    pub fpp: Option<f64>,
+    #[arg(long, value_name = "TEXT")]
+    pub salt: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Plan and report; delete nothing, write no Deletions table.
+    #[arg(long)]
+    #[serde(default)]
+    pub dry_run: bool,
+    #[arg(long, value_name = "N")]
+    pub partitions: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub delete_concurrency: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub max_deletes_per_second: Option<u32>,
+    #[command(flatten)]
+    #[serde(default)]
+    pub s3: crate::store::S3Options,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
+}
+
+impl IncrementalArgs {
+    /// Merges the job file under the flags and checks the result.
+    pub fn resolve(self) -> Result<(IncrementalJob, Option<String>, Option<std::path::PathBuf>)> {
+        let file: IncrementalArgs = match &self.job {
+            Some(path) => crate::job::read_toml(path)?,
+            None => IncrementalArgs::default(),
+        };
+        let need = |v: Option<String>, flag: &str| {
+            v.ok_or_else(|| Error::usage(format!("{flag} is required (or in the job file)")))
+        };
+        let job = IncrementalJob {
+            run_id: crate::plan::new_run_id(),
+            store: need(self.store.or(file.store), "--store")?,
+            deletions: need(self.deletions.or(file.deletions), "--deletions")?,
+            references: need(self.references.or(file.references), "--references")?,
+            allow_empty_references: self.allow_empty_references || file.allow_empty_references,
+            iteration: self
+                .iteration
+                .or(file.iteration)
+                .ok_or_else(|| Error::usage("--iteration is required (or in the job file)"))?,
+            current_generation: self
+                .current_generation
+                .or(file.current_generation)
+                .ok_or_else(|| {
+                    Error::usage("--current-generation is required (or in the job file)")
+                })?,
+            generation_lag: self.generation_lag.or(file.generation_lag).unwrap_or(2),
+            deletions_out: need(self.deletions_out.or(file.deletions_out), "--deletions-out")?,
+            fpp: self.fpp.or(file.fpp).unwrap_or(0.01),
+            salt: self
+                .salt
+                .or(file.salt)
+                .unwrap_or_else(crate::job::random_salt),
+            batch_size: self.batch_size.or(file.batch_size).unwrap_or(1000),
+            dry_run: self.dry_run || file.dry_run,
+            partitions: self.partitions.or(file.partitions).unwrap_or(2),
+            sweep: SweepOptions {
+                concurrency: self
+                    .delete_concurrency
+                    .or(file.delete_concurrency)
+                    .unwrap_or(SweepOptions::default().concurrency),
+                store: None,
+                max_deletes_per_second: self.max_deletes_per_second.or(file.max_deletes_per_second),
+            },
+        };
+        if !(job.fpp > 0.0 && job.fpp < 1.0) {
+            return Err(Error::usage(format!(
+                "--fpp must be in (0, 1), got {}",
+                job.fpp
+            )));
+        }
+        if job.batch_size == 0 || job.partitions == 0 || job.sweep.concurrency == 0 {
+            return Err(Error::usage(
+                "--batch-size, --partitions and --delete-concurrency must be >= 1",
+            ));
+        }
+        crate::store::configure_s3(self.s3.or(file.s3));
+        Ok((
+            job,
+            self.plan_dir.or(file.plan_dir),
+            self.report.or(file.report),
+        ))
+    }
+}

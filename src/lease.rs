@@ -1,0 +1,215 @@
+//! One run at a time per store: a lease object under the plan root, created with a conditional
+//! put so that of two runs starting together exactly one gets it.
+//!
+//! Two overlapping runs are not unsafe by themselves (each deletes only blobs it found
+//! unreferenced in eligible generations), but they double the load on the store and make
+//! the breakers' history meaningless; above all, an operator must be able to know that no
+//! sweep is running before restoring or migrating. A lease carries an expiry so that a crashed
+//! run does not lock the store forever: once expired, the next run takes it over.
+
+use crate::error::{Error, Result};
+use crate::filter::hex;
+use crate::plan_root::PlanRoot;
+use chrono::{DateTime, Utc};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use object_store::{PutMode, PutOptions, PutPayload, UpdateVersion};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The directory of the leases under a plan root.
+pub const LEASES: &str = "leases";
+/// Attempts at taking a lease that keeps changing hands.
+const ATTEMPTS: usize = 3;
+
+/// Who holds a store, until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub run_id: String,
+    pub host: String,
+    pub pid: u32,
+    pub store: String,
+    pub acquired_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A lease held by this process.
+#[derive(Debug)]
+pub struct Lease {
+    root: PlanRoot,
+    path: Path,
+    pub record: LeaseRecord,
+}
+
+impl Lease {
+    /// Takes the lease of `store` for `run_id` until `now + ttl`; exit 3 naming the holder when
+    /// another run holds it.
+    pub async fn acquire(
+        root: &PlanRoot,
+        store: &str,
+        run_id: &str,
+        ttl_seconds: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Lease> {
+        let name = format!("{}.json", &hex(&Sha256::digest(store.as_bytes()))[..16]);
+        let path = root.location.path.clone().join(LEASES).join(name);
+        let record = LeaseRecord {
+            run_id: run_id.to_string(),
+            host: host(),
+            pid: std::process::id(),
+            store: store.to_string(),
+            acquired_at: now,
+            expires_at: now + chrono::Duration::seconds(ttl_seconds.min(i64::MAX as u64) as i64),
+        };
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::runtime(format!("encoding the lease: {e}")))?;
+        let lease = Lease {
+            root: root.clone(),
+            path,
+            record,
+        };
+        let store_api = &root.location.store;
+        let mut mode = PutMode::Create;
+        let mut expired: Option<String> = None;
+        for _ in 0..ATTEMPTS {
+            let put = store_api
+                .put_opts(
+                    &lease.path,
+                    PutPayload::from(json.clone()),
+                    PutOptions::from(mode.clone()),
+                )
+                .await;
+            match put {
+                Ok(_) => return Ok(lease),
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => {}
+                // No conditional update here (local disks): delete the expired lease and race
+                // for a fresh one, which the conditional create still arbitrates.
+                Err(object_store::Error::NotImplemented { .. })
+                    if matches!(mode, PutMode::Update(_)) =>
+                {
+                    if let Some((holder, _)) = lease.read().await?
+                        && Some(&holder.run_id) == expired.as_ref()
+                    {
+                        lease.delete().await?;
+                    }
+                    mode = PutMode::Create;
+                    continue;
+                }
+                Err(e) => return Err(lease.failed("taking", e)),
+            }
+            let Some((holder, version)) = lease.read().await? else {
+                mode = PutMode::Create;
+                continue;
+            };
+            if holder.run_id == run_id {
+                // This run's own lease, left by a crash: a resumed sweep retakes it.
+                mode = PutMode::Overwrite;
+                continue;
+            }
+            if holder.expires_at > now {
+                return Err(Error::aborted(format!(
+                    "another blobgc run holds the lease of {store}: run {} on host {} (pid {}) since {}, until {}; \
+                     wait for it, or once it is surely dead delete {}",
+                    holder.run_id,
+                    holder.host,
+                    holder.pid,
+                    holder.acquired_at,
+                    holder.expires_at,
+                    lease.url()
+                )));
+            }
+            tracing::warn!(holder = %holder.run_id, expired = %holder.expires_at, "taking over an expired lease");
+            expired = Some(holder.run_id.clone());
+            mode = match version {
+                Some(v) => PutMode::Update(v),
+                None => {
+                    lease.delete().await?;
+                    PutMode::Create
+                }
+            };
+        }
+        Err(Error::aborted(format!(
+            "the lease of {store} at {} changed hands {ATTEMPTS} times while taking it: another run is starting",
+            lease.url()
+        )))
+    }
+
+    /// Fails (exit 3) unless this run still holds its lease at `now`: a run that outlived its
+    /// lease may overlap another and must not start deleting.
+    pub async fn check(&self, now: DateTime<Utc>) -> Result<()> {
+        match self.read().await? {
+            Some((holder, _)) if holder.run_id == self.record.run_id && holder.expires_at > now => {
+                Ok(())
+            }
+            Some((holder, _)) if holder.run_id != self.record.run_id => {
+                Err(Error::aborted(format!(
+                    "lost the lease of {} to run {} on host {}: not deleting",
+                    self.record.store, holder.run_id, holder.host
+                )))
+            }
+            _ => Err(Error::aborted(format!(
+                "the lease of {} expired at {} before the sweep started (raise --lease-ttl): not deleting",
+                self.record.store, self.record.expires_at
+            ))),
+        }
+    }
+
+    /// Gives the lease back, if it is still ours.
+    pub async fn release(self) -> Result<()> {
+        if let Some((holder, _)) = self.read().await?
+            && holder.run_id == self.record.run_id
+        {
+            self.delete().await?;
+        }
+        Ok(())
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "{}/{LEASES}/{}",
+            self.root.location,
+            self.path.filename().unwrap_or("")
+        )
+    }
+
+    fn failed(&self, what: &str, e: object_store::Error) -> Error {
+        Error::runtime(format!("{what} the lease {}: {e}", self.url()))
+    }
+
+    async fn read(&self) -> Result<Option<(LeaseRecord, Option<UpdateVersion>)>> {
+        let get = match self.root.location.store.get(&self.path).await {
+            Ok(get) => get,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.failed("reading", e)),
+        };
+        let version = get.meta.e_tag.clone().map(|e_tag| UpdateVersion {
+            e_tag: Some(e_tag),
+            version: get.meta.version.clone(),
+        });
+        let bytes = get.bytes().await.map_err(|e| self.failed("reading", e))?;
+        let record = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::aborted(format!(
+                "the lease {} is not a blobgc lease ({e}): delete it by hand if no run is going on",
+                self.url()
+            ))
+        })?;
+        Ok(Some((record, version)))
+    }
+
+    async fn delete(&self) -> Result<()> {
+        match self.root.location.store.delete(&self.path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed("deleting", e)),
+        }
+    }
+}
+
+fn host() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,58 @@
+//! A plan root: a directory holding one plan per run (`ROOT/RUN_ID/`) and the leases of the
+//! stores those runs collect (`ROOT/leases/`).
+//!
+//! The history is what the source-shrink breaker compares with: the newest planned run against
+//! the same store. Run ids start with their UTC time, so names sort in run order.
+
+use crate::error::{Error, Result};
+use crate::plan::{PlanStatus, PlanSummary};
+use crate::plan_dir::PlanDir;
+use crate::store::Location;
+
+#[derive(Debug, Clone)]
+pub struct PlanRoot {
+    pub location: Location,
+}
+
+impl PlanRoot {
+    pub fn parse(text: &str) -> Result<Self> {
+        Ok(PlanRoot {
+            location: Location::parse(text, "--plan-root")?,
+        })
+    }
+
+    /// The plan directory of run `run_id`.
+    pub fn plan_dir(&self, run_id: &str) -> Result<PlanDir> {
+        Ok(PlanDir::new(Location::parse(
+            &self.location.child_url(run_id),
+            "--plan-root",
+        )?))
+    }
+
+    /// The newest planned run against `store` other than `run_id`, if any.
+    pub async fn previous(&self, store: &str, run_id: &str) -> Result<Option<PlanSummary>> {
+        let listed = self
+            .location
+            .store
+            .list_with_delimiter(Some(&self.location.path))
+            .await
+            .map_err(|e| Error::runtime(format!("listing the plan root {}: {e}", self.location)))?;
+        let mut runs: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|name| name != run_id && name != crate::lease::LEASES)
+            .collect();
+        runs.sort_unstable_by(|a, b| b.cmp(a));
+        for run in runs {
+            // A run without a readable summary crashed while planning: it is no baseline.
+            let Ok(summary) = self.plan_dir(&run)?.read_summary().await else {
+                continue;
+            };
+            if summary.status == PlanStatus::Planned && summary.store == store {
+                return Ok(Some(summary));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,265 @@
+//! The circuit breakers, the lease and the quarantine: each stops or diverts deletion, and each
+//! test checks the store's contents afterwards.
+
+use crate::support::*;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+
+/// `n` eligible blobs named `{tag}{i}`.
+fn blobs(f: &Fixture, tag: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| id(557, &format!("{tag}{i}"))).collect();
+    f.blobs(&ids);
+    ids
+}
+
+fn all(f: &Fixture) -> BTreeSet<String> {
+    f.left()
+}
+
+/// `blobgc run` at T2 with a filter so tight that every orphan is collected.
+fn run(f: &Fixture, args: &[&str]) -> Outcome {
+    let mut all = vec!["--fpp", "0.0000001"];
+    all.extend_from_slice(args);
+    f.run(T2, &all)
+}
+
+#[test]
+fn deleting_more_than_the_fraction_aborts_and_deletes_nothing() {
+    let f = Fixture::new();
+    let orphans = blobs(&f, "orphan", 150);
+    let kept = blobs(&f, "kept", 50);
+    let refs = f.refs("messages", &kept);
+    let before = all(&f);
+    let out = run(&f, &["--refs", &refs]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--max-delete-fraction"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("150 of 200 eligible"), "{}", out.stderr);
+    assert_eq!(all(&f), before);
+
+    let out = run(&f, &["--refs", &refs, "--max-delete-fraction", "0.8"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(all(&f), kept.into_iter().collect());
+    assert!(orphans.iter().all(|o| !f.left().contains(o)));
+}
+
+#[test]
+fn a_source_that_shrank_since_the_previous_run_aborts() {
+    let f = Fixture::new();
+    let ids = blobs(&f, "b", 400);
+    let root = f.path("plans").display().to_string();
+    let full = f.refs("messages", &ids);
+    let first = run(&f, &["--refs", &full, "--plan-root", &root]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.u("gced_blob_count"), 0);
+
+    let truncated = f.refs("messages", &ids[..150]);
+    let out = run(&f, &["--refs", &truncated, "--plan-root", &root]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    for needle in [
+        "\"messages\"",
+        "150 rows",
+        "250 fewer",
+        "--max-source-shrink",
+    ] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+    assert_eq!(all(&f).len(), 400, "nothing deleted");
+
+    // The shrink is real: the operator lets this run through once.
+    let out = run(
+        &f,
+        &[
+            "--refs",
+            &truncated,
+            "--plan-root",
+            &root,
+            "--max-source-shrink",
+            "1",
+            "--max-delete-fraction",
+            "1",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(all(&f), ids[..150].iter().cloned().collect());
+}
+
+#[test]
+fn references_to_blobs_the_listing_lacks_abort() {
+    let f = Fixture::new();
+    let listed = blobs(&f, "here", 200);
+    let elsewhere: Vec<String> = (0..150).map(|i| id(557, &format!("gone{i}"))).collect();
+    let mut refs = listed.clone();
+    refs.extend(elsewhere);
+    let refs = f.refs("messages", &refs);
+    let out = run(&f, &["--refs", &refs]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("absent from the listing"),
+        "{}",
+        out.stderr
+    );
+    let missing = out.u("missing_reference_count");
+    assert!((140..=150).contains(&missing), "{missing}");
+    assert_eq!(out.u("eligible_reference_count"), 350);
+    assert_eq!(all(&f).len(), 200);
+}
+
+fn lease_file(f: &Fixture) -> std::path::PathBuf {
+    let digest = Sha256::digest(f.store_url().as_bytes());
+    let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    f.path(&format!("plans/leases/{}.json", &name[..16]))
+}
+
+fn hold_lease(f: &Fixture, expires_at: &str) {
+    let path = lease_file(f);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let lease = serde_json::json!({
+        "run_id": "20261122T000000-0000beef",
+        "host": "other-host",
+        "pid": 4242,
+        "store": f.store_url(),
+        "acquired_at": "2026-11-22T00:00:00Z",
+        "expires_at": expires_at,
+    });
+    std::fs::write(path, lease.to_string()).unwrap();
+}
+
+#[test]
+fn a_second_run_against_a_leased_store_exits_3_naming_the_holder() {
+    let f = Fixture::new();
+    let orphan = id(557, "orphan");
+    f.blobs(std::slice::from_ref(&orphan));
+    let refs = f.refs("messages", &[id(557, "elsewhere")]);
+    let root = f.path("plans").display().to_string();
+    hold_lease(&f, "2999-01-01T00:00:00Z");
+    let out = run(&f, &["--refs", &refs, "--plan-root", &root]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    for needle in ["20261122T000000-0000beef", "other-host", "4242"] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+    assert!(f.left().contains(&orphan));
+
+    // A lease past its expiry belongs to a dead run: taken over, and given back at the end.
+    hold_lease(&f, "2000-01-01T00:00:00Z");
+    let out = run(&f, &["--refs", &refs, "--plan-root", &root]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!f.left().contains(&orphan));
+    assert!(!lease_file(&f).exists(), "the lease is released");
+}
+
+/// The quarantined blobs: `run_id/blob_id` below `dir`.
+fn quarantined(dir: &std::path::Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for run in std::fs::read_dir(dir).into_iter().flatten() {
+        let run = run.unwrap();
+        for blob in std::fs::read_dir(run.path()).unwrap() {
+            out.insert(blob.unwrap().file_name().into_string().unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn quarantine_then_restore_then_purge() {
+    let f = Fixture::new();
+    let orphans = blobs(&f, "orphan", 5);
+    let kept = blobs(&f, "kept", 5);
+    let refs = f.refs("messages", &kept);
+    let q = f.path("quarantine");
+    let q_url = q.display().to_string();
+    let args = [
+        "--refs",
+        &refs,
+        "--quarantine",
+        &q_url,
+        "--max-delete-fraction",
+        "1",
+    ];
+
+    let out = run(&f, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(all(&f), kept.iter().cloned().collect());
+    assert_eq!(quarantined(&q), orphans.iter().cloned().collect());
+
+    let store = f.store_url();
+    let back = f.blobgc(&["restore", "--quarantine", &q_url, "--store", &store]);
+    assert_eq!(back.code, 0, "{}", back.stderr);
+    assert_eq!(back.u("restored_blob_count"), 5);
+    assert_eq!(all(&f).len(), 10);
+    assert!(quarantined(&q).is_empty());
+    let content = std::fs::read_to_string(f.store().join(&orphans[0])).unwrap();
+    assert_eq!(content, format!("content of {}", orphans[0]));
+
+    let out = run(&f, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(quarantined(&q).len(), 5);
+    let now = chrono::Utc::now();
+    let at = |days: i64| (now + chrono::Duration::days(days)).to_rfc3339();
+    let early = f.blobgc(&[
+        "purge",
+        "--quarantine",
+        &q_url,
+        "--older-than",
+        "7d",
+        "--now",
+        &at(1),
+    ]);
+    assert_eq!(early.code, 0, "{}", early.stderr);
+    assert_eq!(
+        (early.u("purged_blob_count"), early.u("kept_blob_count")),
+        (0, 5)
+    );
+    assert_eq!(quarantined(&q).len(), 5);
+    let late = f.blobgc(&[
+        "purge",
+        "--quarantine",
+        &q_url,
+        "--older-than",
+        "7d",
+        "--now",
+        &at(8),
+    ]);
+    assert_eq!(late.code, 0, "{}", late.stderr);
+    assert_eq!(late.u("purged_blob_count"), 5);
+    assert!(quarantined(&q).is_empty());
+    assert_eq!(all(&f), kept.into_iter().collect());
+}
+
+#[test]
+fn a_quarantine_inside_the_store_is_never_listed() {
+    let f = Fixture::new();
+    let orphans = blobs(&f, "orphan", 3);
+    let kept = blobs(&f, "kept", 3);
+    let refs = f.refs("messages", &kept);
+    let q = f.store().join("quarantine");
+    let q_url = q.display().to_string();
+    let args = [
+        "--refs",
+        &refs,
+        "--quarantine",
+        &q_url,
+        "--max-delete-fraction",
+        "1",
+    ];
+    for _ in 0..2 {
+        let out = run(&f, &args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(out.u("malformed_id_count"), 0);
+    }
+    let mut expected: BTreeSet<String> = kept.into_iter().collect();
+    expected.insert("quarantine".into());
+    assert_eq!(all(&f), expected);
+    assert_eq!(quarantined(&q), orphans.into_iter().collect());
+
+    let store = f.store_url();
+    let out = run(&f, &["--refs", &refs, "--quarantine", &store]);
+    assert_eq!(
+        out.code, 2,
+        "the store itself as quarantine: {}",
+        out.stderr
+    );
+}
