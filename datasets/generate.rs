@@ -12,6 +12,9 @@
 //! store/<blob id>                 the blob store (file:///.../store)
 //! refs/<table>/part-N.parquet     messages, attachments, mail_queue, mail_repositories, uploads
 //! inventory/part-0.parquet        blob_id, size, last_modified
+//! uploads-store/<blob id>         a JMAP uploads bucket: the content of every refs/uploads row
+//! incremental/deletions.parquet   ADR 39's Deletions: blob_id, generation, date, gc_iteration
+//! incremental/references.parquet  ADR 39's References: entity_id, blob_id, generation
 //! expected-deleted.txt            the blobs a GC at --now must delete (sorted)
 //! expected.json                   counts
 //! ```
@@ -33,7 +36,7 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(about = "Generate a mail-like deduplicated blob store with its reference tables")]
 struct Args {
-    /// Output directory (its store/, refs/ and inventory/ are recreated).
+    /// Output directory (its store/, refs/, inventory/ and uploads-store/ are recreated).
     #[arg(long)]
     out: PathBuf,
     #[arg(long, default_value_t = 42)]
@@ -173,6 +176,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (mut messages, mut attachments, mut queue, mut repos) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut deletions: Vec<(String, i64)> = Vec::new();
+    // Its own generator: the store and tables stay those of earlier versions for a seed.
+    let mut deletion_times = StdRng::seed_from_u64(a.seed.wrapping_add(1));
     for m in 0..a.messages {
         let t = rng.random_range(start..end);
         let header = store.put(
@@ -197,7 +203,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         let deleted = rng.random_bool(0.3);
-        if !deleted {
+        if deleted {
+            // The deletion is recorded when it happens, in that time's iteration.
+            let at = deletion_times.random_range(t..=end);
+            for blob in [&header, &body].into_iter().chain(&atts) {
+                deletions.push((blob.clone(), at));
+            }
+        } else {
             messages.push((
                 format!("m{m}"),
                 format!("user{}@demo/INBOX", m % 50),
@@ -236,12 +248,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let out = &a.out;
-    for sub in ["store", "refs", "inventory"] {
+    for sub in ["store", "refs", "inventory", "uploads-store", "incremental"] {
         let _ = std::fs::remove_dir_all(out.join(sub));
     }
     std::fs::create_dir_all(out.join("store"))?;
     for (id, (_, bytes)) in &store.blobs {
         std::fs::write(out.join("store").join(id), bytes)?;
+    }
+    std::fs::create_dir_all(out.join("uploads-store"))?;
+    for (_, _, id, _, _) in &uploads {
+        std::fs::write(out.join("uploads-store").join(id), &store.blobs[id].1)?;
     }
     let refs = out.join("refs");
     let s = |v: &String| Some(v.clone());
@@ -346,6 +362,73 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ),
         ])?;
         write_batch(&out.join("inventory/part-0.parquet"), &batch)?;
+    }
+
+    {
+        let generation = |id: &str| BlobId::parse(id).map_or(0, |b| b.generation as i64);
+        let deletions_batch = RecordBatch::try_from_iter(vec![
+            (
+                "blob_id",
+                Arc::new(StringArray::from_iter_values(
+                    deletions.iter().map(|d| &d.0),
+                )) as ArrayRef,
+            ),
+            (
+                "generation",
+                Arc::new(Int64Array::from_iter_values(
+                    deletions.iter().map(|d| generation(&d.0)),
+                )),
+            ),
+            (
+                "date",
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(
+                        deletions.iter().map(|d| d.1 * 1_000_000),
+                    )
+                    .with_timezone("UTC"),
+                ),
+            ),
+            (
+                "gc_iteration",
+                Arc::new(Int64Array::from_iter_values(
+                    deletions.iter().map(|d| d.1 / duration),
+                )),
+            ),
+        ])?;
+        let entity_refs: Vec<(&String, &String)> = messages
+            .iter()
+            .flat_map(|m| [(&m.0, &m.2), (&m.0, &m.3)])
+            .chain(attachments.iter().map(|r| (&r.0, &r.2)))
+            .chain(queue.iter().flat_map(|q| [(&q.0, &q.1), (&q.0, &q.2)]))
+            .chain(repos.iter().flat_map(|r| [(&r.1, &r.2), (&r.1, &r.3)]))
+            .chain(uploads.iter().map(|u| (&u.0, &u.2)))
+            .collect();
+        let references_batch = RecordBatch::try_from_iter(vec![
+            (
+                "entity_id",
+                Arc::new(StringArray::from_iter_values(
+                    entity_refs.iter().map(|r| r.0),
+                )) as ArrayRef,
+            ),
+            (
+                "blob_id",
+                Arc::new(StringArray::from_iter_values(
+                    entity_refs.iter().map(|r| r.1),
+                )),
+            ),
+            (
+                "generation",
+                Arc::new(Int64Array::from_iter_values(
+                    entity_refs.iter().map(|r| generation(r.1)),
+                )),
+            ),
+        ])?;
+        std::fs::create_dir_all(out.join("incremental"))?;
+        write_batch(&out.join("incremental/deletions.parquet"), &deletions_batch)?;
+        write_batch(
+            &out.join("incremental/references.parquet"),
+            &references_batch,
+        )?;
     }
 
     let referenced: BTreeSet<&String> = messages

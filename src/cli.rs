@@ -1,4 +1,5 @@
-//! The `blobgc` command line (CONTRACT.md): `run`, `plan`, `sweep`.
+//! The `blobgc` command line (CONTRACT.md): `run`, `plan`, `sweep`, and beyond the contract
+//! `purge`, `restore`, `incremental`, `uploads`.
 //!
 //! stdout carries only the JSON report, as its last line; people read stderr.
 

@@ -186,7 +186,7 @@ impl PlanCounts {
 pub fn new_run_id() -> String {
     format!(
         "{}-{:08x}",
-        Utc::now().format("%Y%m%dT%H%M%S"),
+        Utc::now().format("%Y%m%dT%H%M%S%3f"),
         rand::random::<u32>()
     )
 }

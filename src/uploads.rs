@@ -143,7 +143,7 @@ pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &ProgressBar) -> Res
     if let Some(quota) = job.quota_bytes {
         let mut by_user: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, u) in uploads.iter().enumerate() {
-            if selected[i].is_none() {
+            if selected[i].is_none() && !u.user.is_empty() {
                 by_user.entry(&u.user).or_default().push(i);
             }
         }
@@ -304,11 +304,12 @@ async fn read_uploads(url: &str) -> Result<Vec<Upload>> {
             }
             uploads.push(Upload {
                 id: id.unwrap_or_default(),
-                user: users
-                    .is_valid(i)
-                    .then(|| users.value(i))
-                    .unwrap_or("")
-                    .to_string(),
+                // A user-less upload counts against no quota but still expires.
+                user: if users.is_valid(i) {
+                    users.value(i).to_string()
+                } else {
+                    String::new()
+                },
                 blob: blobs.value(i).to_string(),
                 size: sizes.value(i).max(0),
                 at: at.value(i),

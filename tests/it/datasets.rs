@@ -99,14 +99,79 @@ fn example_job_files_are_valid() {
     let mut n = 0;
     for job in jobs {
         let path = job.unwrap().path();
-        let args = blobgc::job::JobArgs {
-            job: Some(path.clone()),
-            ..Default::default()
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let resolved = if name.starts_with("incremental") {
+            let args = blobgc::incremental::IncrementalArgs {
+                job: Some(path.clone()),
+                ..Default::default()
+            };
+            args.resolve().map(|_| ())
+        } else if name.starts_with("uploads") {
+            let args = blobgc::uploads::UploadsArgs {
+                job: Some(path.clone()),
+                ..Default::default()
+            };
+            args.resolve().map(|_| ())
+        } else {
+            let args = blobgc::job::JobArgs {
+                job: Some(path.clone()),
+                ..Default::default()
+            };
+            args.resolve(chrono::Utc::now).map(|_| ())
         };
-        if let Err(e) = args.resolve(chrono::Utc::now) {
+        if let Err(e) = resolved {
             panic!("{}: {e}", path.display());
         }
         n += 1;
     }
-    assert!(n > 0);
+    assert!(n >= 4);
+}
+
+/// The incremental mode on the generated store, from its Deletions and References tables:
+/// everything it deletes is garbage.
+#[test]
+fn the_incremental_mode_deletes_only_garbage() {
+    let f = Fixture::new();
+    let expected = generate(&f, 800, 11);
+    let before = f.left();
+    let store = f.store_url();
+    let (d, r) = (
+        f.path("incremental/deletions.parquet"),
+        f.path("incremental/references.parquet"),
+    );
+    let (d, r, out) = (
+        d.display().to_string(),
+        r.display().to_string(),
+        f.path("remaining.parquet").display().to_string(),
+    );
+    let ran = f.blobgc(&[
+        "incremental",
+        "--store",
+        &store,
+        "--deletions",
+        &d,
+        "--references",
+        &r,
+        "--iteration",
+        "692",
+        "--current-generation",
+        "692",
+        "--deletions-out",
+        &out,
+        "--fpp",
+        "0.0000001",
+    ]);
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let deleted: BTreeSet<String> = before.difference(&f.left()).cloned().collect();
+    assert!(deleted.len() > 50, "{}", deleted.len());
+    assert!(
+        deleted.is_subset(&expected),
+        "{:?}",
+        deleted.difference(&expected)
+    );
+    assert_eq!(ran.u("gced_blob_count"), deleted.len() as u64);
+    assert!(
+        ran.u("remaining_deletion_rows") > 0,
+        "young and still-referenced rows stay"
+    );
 }

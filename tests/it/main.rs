@@ -7,6 +7,7 @@ mod bad_input;
 mod datasets;
 mod end_to_end;
 mod fault_proxy;
+mod fuzz;
 mod incremental;
 mod properties;
 mod s3;

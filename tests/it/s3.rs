@@ -266,6 +266,8 @@ fn transient_faults_are_retried_to_completion() {
             "0.0000001",
             "--s3-retry-timeout",
             "60",
+            "--max-delete-fraction",
+            "1",
         ],
         &s3_server::env(&proxy.endpoint),
     );
@@ -325,4 +327,72 @@ fn persistent_faults_leave_a_partial_sweep_that_a_rerun_completes() {
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(resumed.u("gced_blob_count"), 120);
     assert_eq!(keys(&s3, &format!("{p}/store")), kept.into_iter().collect());
+}
+
+#[test]
+fn the_lease_and_the_quarantine_hold_on_s3() {
+    use sha2::{Digest, Sha256};
+    let (server, s3, f, p) = s3_case("lease");
+    let (orphans, kept) = orphans_on_s3(&s3, &f, &p, 40);
+    let env = s3_server::env(&server.endpoint);
+    let (store, root, quarantine) = (url(&p, "store"), url(&p, "plans"), url(&p, "quarantine"));
+    let refs = format!("messages={}", url(&p, "refs/messages"));
+    let run = || {
+        f.blobgc_with(
+            &[
+                "run",
+                "--store",
+                &store,
+                "--now",
+                T2,
+                "--refs",
+                &refs,
+                "--fpp",
+                "0.0000001",
+                "--plan-root",
+                &root,
+                "--quarantine",
+                &quarantine,
+            ],
+            &env,
+        )
+    };
+    let name: String = Sha256::digest(store.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let lease = Path::parse(format!("{p}/plans/leases/{}.json", &name[..16])).unwrap();
+    let holder = serde_json::json!({
+        "run_id": "20261122T000000000-0000beef", "host": "other-host", "pid": 4242,
+        "store": store, "acquired_at": "2026-11-22T00:00:00Z", "expires_at": "2999-01-01T00:00:00Z",
+    });
+    rt().block_on(s3.put(&lease, holder.to_string().into_bytes().into()))
+        .unwrap();
+    let before = keys(&s3, &format!("{p}/store"));
+    let refused = run();
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(refused.stderr.contains("other-host"), "{}", refused.stderr);
+    assert_eq!(keys(&s3, &format!("{p}/store")), before);
+
+    rt().block_on(s3.delete(&lease)).unwrap();
+    let done = run();
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(
+        keys(&s3, &format!("{p}/store")),
+        kept.iter().cloned().collect()
+    );
+    let moved: BTreeSet<String> = keys(&s3, &format!("{p}/quarantine"))
+        .iter()
+        .map(|k| k.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(moved, orphans.iter().cloned().collect());
+    assert!(keys(&s3, &format!("{p}/plans/leases")).is_empty());
+
+    let restored = f.blobgc_with(
+        &["restore", "--quarantine", &quarantine, "--store", &store],
+        &env,
+    );
+    assert_eq!(restored.code, 0, "{}", restored.stderr);
+    assert_eq!(keys(&s3, &format!("{p}/store")), before);
+    assert!(keys(&s3, &format!("{p}/quarantine")).is_empty());
 }
