@@ -190,7 +190,7 @@ fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
 /// The canonical spelling of `id` when it differs from `id`. Canonical text is `id` with
 /// characters removed (a `0_0_` prefix, leading zeros), so equal lengths mean equal texts and
 /// the common case costs no allocation.
-fn non_canonical(id: &str) -> Option<String> {
+pub(crate) fn non_canonical(id: &str) -> Option<String> {
     let parsed = BlobId::parse(id).ok()?;
     let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
     let canonical_len = if parsed.family == 0 {

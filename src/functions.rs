@@ -4,6 +4,8 @@
 //!   a partial filter (Partial), partials are OR-merged (Final), the result is the filter's words.
 //! - `blobgc_bloom_contains(id, filter_location)`: whether the stored filter may hold `id`.
 //! - `blobgc_id_class(id, family, current_generation)`: [`IdClass`] of a listed id as `UInt8`.
+//! - `blobgc_canonical_id(id)`: the canonical spelling of an id (`1_0557_x` is `1_557_x`), for
+//!   exact joins that must match every spelling of a reference.
 //!
 //! Parameters travel as literal arguments, not as function state, so a plan shipped to
 //! another process by name only (Ballista) still carries them; the filter itself travels by
@@ -11,7 +13,7 @@
 
 use crate::filter::{Bloom, FilterParams, load_cached};
 use crate::generation::GenerationRule;
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt8Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringViewBuilder, UInt8Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_datafusion_err, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -28,12 +30,20 @@ use std::sync::Arc;
 pub const BLOOM_BUILD: &str = "blobgc_bloom_build";
 pub const BLOOM_CONTAINS: &str = "blobgc_bloom_contains";
 pub const ID_CLASS: &str = "blobgc_id_class";
+pub const CANONICAL_ID: &str = "blobgc_canonical_id";
 
 /// Registers blobgc's functions on a session.
 pub fn register(ctx: &SessionContext) {
     ctx.register_udaf(bloom_build());
     ctx.register_udf(bloom_contains());
     ctx.register_udf(id_class());
+    ctx.register_udf(canonical_id());
+}
+
+pub fn canonical_id() -> ScalarUDF {
+    ScalarUDF::from(CanonicalId {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
 }
 
 pub fn bloom_build() -> AggregateUDF {
@@ -246,5 +256,38 @@ impl ScalarUDFImpl for IdClassUdf {
         let mut out = Vec::with_capacity(ids.len());
         for_each_id(&ids, |id| out.push(id.map(|id| rule.classify(id) as u8)))?;
         Ok(ColumnarValue::Array(Arc::new(UInt8Array::from(out))))
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CanonicalId {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for CanonicalId {
+    fn name(&self) -> &str {
+        CANONICAL_ID
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        check_id_type(&args[0], CANONICAL_ID)?;
+        Ok(DataType::Utf8View)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let ids = args.args[0].to_array(args.number_rows)?;
+        let mut out = StringViewBuilder::with_capacity(ids.len());
+        for_each_id(&ids, |id| match id {
+            Some(id) => match crate::filter::non_canonical(id) {
+                Some(canonical) => out.append_value(canonical),
+                None => out.append_value(id),
+            },
+            None => out.append_null(),
+        })?;
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
     }
 }

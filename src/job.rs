@@ -23,6 +23,18 @@ pub enum Verify {
     Off,
 }
 
+/// How candidates are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// A salted Bloom filter of the references probed by the listing (ADR 49): lean.
+    #[default]
+    Bloom,
+    /// An exact hash join of the listing with every reference: no false positive, but the
+    /// listing is held in memory.
+    Exact,
+}
+
 /// The default `verify_limit`: the candidates are the build side of a hash join, held in memory.
 pub const DEFAULT_VERIFY_LIMIT: u64 = 10_000_000;
 
@@ -56,6 +68,7 @@ pub struct Job {
     pub list_concurrency: usize,
     pub verify: Verify,
     pub verify_limit: u64,
+    pub strategy: Strategy,
     pub report: Option<PathBuf>,
     pub plan_dir: Option<String>,
     /// A directory of per-run plans: the history the shrink breaker compares with, and the
@@ -93,6 +106,7 @@ impl Job {
             list_concurrency: 8,
             verify: Verify::Auto,
             verify_limit: DEFAULT_VERIFY_LIMIT,
+            strategy: Strategy::Bloom,
             report: None,
             plan_dir: None,
             plan_root: None,
@@ -217,6 +231,7 @@ pub struct JobFile {
     pub list_concurrency: Option<usize>,
     pub verify: Option<Verify>,
     pub verify_limit: Option<u64>,
+    pub strategy: Option<Strategy>,
     pub report: Option<PathBuf>,
     pub plan_dir: Option<String>,
     pub plan_root: Option<String>,
@@ -309,6 +324,10 @@ pub struct JobArgs {
     /// Candidates above which `--verify auto` skips the exact check (they are held in memory).
     #[arg(long, value_name = "N")]
     pub verify_limit: Option<u64>,
+    /// How candidates are found: bloom (a salted Bloom filter, lean; the default) or exact (a
+    /// hash join holding the listing in memory).
+    #[arg(long, value_name = "STRATEGY")]
+    pub strategy: Option<Strategy>,
     #[command(flatten)]
     pub s3: S3Options,
     /// Also write the JSON report to this file.
@@ -426,6 +445,7 @@ impl JobArgs {
             .verify_limit
             .or(file.verify_limit)
             .unwrap_or(job.verify_limit);
+        job.strategy = self.strategy.or(file.strategy).unwrap_or(job.strategy);
         job.s3 = self.s3.clone().or(file.s3.unwrap_or_default());
         job.report = self.report.clone().or(file.report);
         job.plan_dir = self.plan_dir.clone().or(file.plan_dir);

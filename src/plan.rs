@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::filter::{Bloom, FilterParams};
 use crate::functions;
 use crate::generation::{GenerationRule, IdClass};
-use crate::job::{Job, Verify};
+use crate::job::{Job, Strategy, Verify};
 use crate::listing::{self, BLOB_ID, SIZE};
 use crate::plan_dir::{BatchWriter, PlanDir};
 use crate::plan_root::PlanRoot;
@@ -280,40 +280,46 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     }
 
     let started = Instant::now();
-    progress.set_message("building the Bloom filter of references");
     let expected_items = job
         .expected_references
         .unwrap_or_else(|| sources.iter().map(OpenedSource::id_values).sum());
-    let params = FilterParams::for_items(
-        expected_items,
-        job.fpp,
-        FilterParams::seed_from_salt(&job.salt),
-    );
     let references = all_references(&sources)?;
-    let (bloom, ids, rows) = build_filter(references.clone(), params).await?;
-    summary.counts.reference_count = ids;
-    summary.counts.null_reference_count = rows - ids;
-    let estimated_fpp = bloom.estimated_fpp();
-    let location = dir.write_filter(bloom.encode()).await?;
-    summary.filter = Some(FilterSummary {
-        params,
-        expected_items,
-        requested_fpp: job.fpp,
-        max_fpp: job.max_fpp,
-        estimated_fpp,
-        fill_ratio: bloom.fill_ratio(),
-        location: location.clone(),
-    });
-    drop(bloom);
-    summary.filter_seconds = started.elapsed().as_secs_f64();
-    if estimated_fpp > job.max_fpp {
-        let reason = format!(
-            "the merged Bloom filter's estimated false-positive rate {estimated_fpp:.4} exceeds --max-fpp {}: \
-             it holds more distinct ids than the {expected_items} it was sized for (raise --expected-references)",
-            job.max_fpp
-        );
-        return abort(dir, summary, reason).await;
-    }
+    let location = match job.strategy {
+        Strategy::Bloom => {
+            progress.set_message("building the Bloom filter of references");
+            let params = FilterParams::for_items(
+                expected_items,
+                job.fpp,
+                FilterParams::seed_from_salt(&job.salt),
+            );
+            let (bloom, ids, rows) = build_filter(references.clone(), params).await?;
+            summary.counts.reference_count = ids;
+            summary.counts.null_reference_count = rows - ids;
+            let estimated_fpp = bloom.estimated_fpp();
+            let location = dir.write_filter(bloom.encode()).await?;
+            summary.filter = Some(FilterSummary {
+                params,
+                expected_items,
+                requested_fpp: job.fpp,
+                max_fpp: job.max_fpp,
+                estimated_fpp,
+                fill_ratio: bloom.fill_ratio(),
+                location: location.clone(),
+            });
+            drop(bloom);
+            summary.filter_seconds = started.elapsed().as_secs_f64();
+            if estimated_fpp > job.max_fpp {
+                let reason = format!(
+                    "the merged Bloom filter's estimated false-positive rate {estimated_fpp:.4} exceeds --max-fpp {}: \
+                     it holds more distinct ids than the {expected_items} it was sized for (raise --expected-references)",
+                    job.max_fpp
+                );
+                return abort(dir, summary, reason).await;
+            }
+            Some(location)
+        }
+        Strategy::Exact => None,
+    };
 
     let started = Instant::now();
     progress.set_message("listing and probing blobs");
@@ -329,21 +335,46 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         lit(u64::from(rule.family)),
         lit(rule.current_generation),
     ]);
-    let referenced = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location)]);
-    let probed = listed
-        .repartition(Partitioning::RoundRobinBatch(job.partitions.max(1)))?
-        .select(vec![col(BLOB_ID), col(SIZE), class.alias("class")])?
-        .select(vec![
-            col(BLOB_ID),
-            col(SIZE),
-            col("class"),
-            when(
-                col("class").eq(lit(IdClass::Eligible as u8)),
-                not(referenced),
-            )
-            .otherwise(lit(false))?
-            .alias("candidate"),
-        ])?;
+    let eligible = col("class").eq(lit(IdClass::Eligible as u8));
+    let probed = match &location {
+        Some(location) => {
+            let referenced =
+                functions::bloom_contains().call(vec![col(BLOB_ID), lit(location.as_str())]);
+            listed
+                .repartition(Partitioning::RoundRobinBatch(job.partitions.max(1)))?
+                .select(vec![col(BLOB_ID), col(SIZE), class.alias("class")])?
+                .select(vec![
+                    col(BLOB_ID),
+                    col(SIZE),
+                    col("class"),
+                    when(eligible, not(referenced))
+                        .otherwise(lit(false))?
+                        .alias("candidate"),
+                ])?
+        }
+        None => {
+            // Every spelling of an id meets its canonical form on both sides of the join.
+            let keys = references
+                .clone()
+                .select(vec![canonical(col(BLOB_ID)).alias("ref_key")])?;
+            listed
+                .select(vec![
+                    col(BLOB_ID),
+                    col(SIZE),
+                    class.alias("class"),
+                    canonical(col(BLOB_ID)).alias("key"),
+                ])?
+                .join(keys, JoinType::LeftMark, &["key"], &["ref_key"], None)?
+                .select(vec![
+                    col(BLOB_ID),
+                    col(SIZE),
+                    col("class"),
+                    when(eligible, not(col("mark")))
+                        .otherwise(lit(false))?
+                        .alias("candidate"),
+                ])?
+        }
+    };
     let partitions = probed.execute_stream_partitioned().await?;
     // What the listing holds, for the missing-references breaker: sized like the references'
     // filter (the two are of one order), hashed with another seed.
@@ -396,7 +427,9 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         return abort(dir, summary, reason).await;
     }
 
+    // The exact strategy's candidates need no second look.
     let verify = !summary.batches.is_empty()
+        && job.strategy == Strategy::Bloom
         && match job.verify {
             Verify::Exact => true,
             Verify::Off => false,
@@ -418,9 +451,13 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         rule,
     )
     .await?;
+    if job.strategy == Strategy::Exact {
+        summary.counts.reference_count = checked.ids;
+        summary.counts.null_reference_count = checked.rows - checked.ids;
+    }
     summary.counts.eligible_reference_count = checked.eligible_references;
     summary.counts.missing_reference_count = checked.missing_references;
-    summary.verified = verify;
+    summary.verified = verify || job.strategy == Strategy::Exact;
     summary.verify_seconds = started.elapsed().as_secs_f64();
     let mut reason = job
         .breakers
@@ -440,6 +477,11 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     }
     dir.write_summary(&summary).await?;
     Ok(summary)
+}
+
+/// An id in its canonical spelling, so that exact joins match every spelling of a reference.
+fn canonical(id: datafusion::logical_expr::Expr) -> datafusion::logical_expr::Expr {
+    functions::canonical_id().call(vec![id])
 }
 
 /// The false-positive rate of the listing's filter: each false positive hides one missing
@@ -462,6 +504,9 @@ fn quarantine_exclusion(store: &Location, quarantine: &str) -> Result<Option<Str
 
 /// What the check pass over the references found.
 struct Checked {
+    /// Non-null reference ids and reference rows read.
+    ids: u64,
+    rows: u64,
     /// Reference rows matching a candidate (only when candidates are given): must be 0.
     hits: u64,
     eligible_references: u64,
@@ -496,6 +541,8 @@ async fn check_references(
     let sums = vec![
         sum(col("eligible_ref")).alias("eligible"),
         sum(col("missing_ref")).alias("missing"),
+        count(col(BLOB_ID)).alias("ids"),
+        count_all().alias("rows"),
     ];
     let checked = match batches {
         Some(batches) => {
@@ -504,11 +551,17 @@ async fn check_references(
             let candidates = ctx
                 .read_parquet(urls, ParquetReadOptions::default())
                 .await?
-                .select(vec![col(BLOB_ID).alias("candidate")])?;
+                .select(vec![canonical(col(BLOB_ID)).alias("candidate")])?;
             let mut aggregates = vec![count(col("candidate")).alias("hits")];
             aggregates.extend(sums);
+            let refs = refs.select(vec![
+                col(BLOB_ID),
+                col("eligible_ref"),
+                col("missing_ref"),
+                canonical(col(BLOB_ID)).alias("ref_key"),
+            ])?;
             candidates
-                .join(refs, JoinType::Right, &["candidate"], &[BLOB_ID], None)?
+                .join(refs, JoinType::Right, &["candidate"], &["ref_key"], None)?
                 .aggregate(vec![], aggregates)?
         }
         None => refs.aggregate(vec![], sums)?,
@@ -536,6 +589,8 @@ async fn check_references(
         }))
     };
     Ok(Checked {
+        ids: int("ids")?,
+        rows: int("rows")?,
         hits: int("hits")?,
         eligible_references: int("eligible")?,
         missing_references: int("missing")?,
@@ -576,15 +631,13 @@ pub async fn verify_candidates(
     let candidates = ctx
         .read_parquet(urls, ParquetReadOptions::default())
         .await?
-        .select(vec![col(BLOB_ID).alias("candidate")])?;
+        .select(vec![
+            col(BLOB_ID).alias("candidate"),
+            canonical(col(BLOB_ID)).alias("key"),
+        ])?;
+    let references = references.select(vec![canonical(col(BLOB_ID)).alias("ref_key")])?;
     let hits = candidates
-        .join(
-            references,
-            JoinType::LeftSemi,
-            &["candidate"],
-            &[BLOB_ID],
-            None,
-        )?
+        .join(references, JoinType::LeftSemi, &["key"], &["ref_key"], None)?
         .limit(0, Some(limit))?
         .collect()
         .await

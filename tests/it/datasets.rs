@@ -50,7 +50,7 @@ fn refs(f: &Fixture) -> Vec<String> {
     ]
 }
 
-fn gc_deletes_exactly_the_garbage(inventory: bool) {
+fn gc_deletes_exactly_the_garbage(inventory: bool, strategy: &str) {
     let f = Fixture::new();
     let expected = generate(&f, 800, 7);
     assert!(expected.len() > 100, "the dataset has garbage to collect");
@@ -64,6 +64,8 @@ fn gc_deletes_exactly_the_garbage(inventory: bool) {
             "datasets",
             "--batch-size",
             "100",
+            "--strategy",
+            strategy,
         ]
         .map(String::from),
     );
@@ -85,12 +87,17 @@ fn gc_deletes_exactly_the_garbage(inventory: bool) {
 
 #[test]
 fn a_never_seen_store_loses_exactly_its_garbage() {
-    gc_deletes_exactly_the_garbage(false);
+    gc_deletes_exactly_the_garbage(false, "bloom");
+}
+
+#[test]
+fn the_exact_strategy_deletes_exactly_the_garbage_too() {
+    gc_deletes_exactly_the_garbage(true, "exact");
 }
 
 #[test]
 fn an_inventory_of_it_gives_the_same_result() {
-    gc_deletes_exactly_the_garbage(true);
+    gc_deletes_exactly_the_garbage(true, "bloom");
 }
 
 #[test]

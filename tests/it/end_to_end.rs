@@ -257,3 +257,32 @@ async fn exact_verification_finds_a_referenced_candidate() {
         .unwrap();
     assert_eq!(found, vec![referenced]);
 }
+
+/// A reference may spell an id differently (`1_0557_x`, `0_0_x`): both strategies keep the blob.
+#[test]
+fn every_spelling_of_a_reference_protects_its_blob() {
+    for strategy in ["bloom", "exact"] {
+        let f = Fixture::new();
+        let (kept, legacy, orphan) = (id(557, "kept"), digest("legacy"), id(557, "orphan"));
+        f.blobs(&[kept.clone(), legacy.clone(), orphan.clone()]);
+        let respelled = kept.replacen("1_557_", "1_0557_", 1);
+        let refs = f.refs("messages", &[respelled, format!("0_0_{legacy}")]);
+        let out = f.run(
+            T2,
+            &[
+                "--refs",
+                &refs,
+                "--strategy",
+                strategy,
+                "--fpp",
+                "0.0000001",
+            ],
+        );
+        assert_eq!(out.code, 0, "{strategy}: {}", out.stderr);
+        assert_eq!(
+            f.left(),
+            std::collections::BTreeSet::from([kept, legacy]),
+            "{strategy}"
+        );
+    }
+}
