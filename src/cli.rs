@@ -169,7 +169,7 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             let job = args.resolve(chrono::Utc::now)?;
             configure_s3(job.s3.clone());
             let report = run(&job).await?;
-            Ok((Output::Gc(report), job.report))
+            Ok((Output::Gc(Box::new(report)), job.report))
         }
         Command::Plan { job: args, out } => {
             let job = args.resolve(chrono::Utc::now)?;
@@ -184,7 +184,12 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             let planned = plan(&job, &dir, &spinner()).await;
             let summary = give_back(lease, planned).await?;
             Ok((
-                Output::Gc(Report::new(&summary, dir.location.url(), None, true)),
+                Output::Gc(Box::new(Report::new(
+                    &summary,
+                    dir.location.url(),
+                    None,
+                    true,
+                ))),
                 job.report,
             ))
         }
@@ -265,12 +270,12 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             let swept = sweep(&dir, &options, &bar()).await;
             let (summary, metrics) = give_back(lease, swept).await?;
             Ok((
-                Output::Gc(Report::new(
+                Output::Gc(Box::new(Report::new(
                     &summary,
                     dir.location.url(),
                     Some(&metrics),
                     false,
-                )),
+                ))),
                 args.report,
             ))
         }
@@ -279,7 +284,7 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
 
 /// What a command prints: its JSON report as the last line of stdout.
 enum Output {
-    Gc(Report),
+    Gc(Box<Report>),
     Incremental(incremental::IncrementalReport),
     Uploads(uploads::UploadsReport),
     Purge(quarantine::PurgeReport),

@@ -36,6 +36,17 @@ impl FilterParams {
         }
     }
 
+    /// Like [`Self::for_items`], with a word count that [`Bloom::fit`] can divide by any factor
+    /// up to [`MAX_FOLD`]: the size of a filter built for an upper bound of its items.
+    pub fn foldable(expected_items: u64, fpp: f64, seed: u128) -> Self {
+        let mut p = Self::for_items(expected_items, fpp, seed);
+        let unit = FOLD_WORDS_UNIT as u64 * 64;
+        if p.num_bits >= MAX_FOLD as u64 * unit {
+            p.num_bits = p.num_bits.div_ceil(unit) * unit;
+        }
+        p
+    }
+
     /// The seed of a run: the salt, hashed so that any text makes a well-spread 128-bit key.
     pub fn seed_from_salt(salt: &str) -> u128 {
         let digest = Sha256::new()
@@ -124,6 +135,59 @@ impl Bloom {
         Self::from_words(params, words_from_le_bytes(bytes)?)
     }
 
+    /// The same filter with `factor` times fewer bits: exactly the filter that inserting the same
+    /// ids into that many bits gives, because fastbloom maps a hash to bit `hash * bits >> 64`
+    /// and `floor(floor(x) / f) = floor(x / f)`: bit `j` of the folded filter is the OR of bits
+    /// `j * f .. (j + 1) * f` of this one. So no id it holds is lost.
+    pub fn fold(&self, factor: usize) -> Result<Bloom> {
+        let words = self.filter.as_slice();
+        if factor == 0 || !words.len().is_multiple_of(factor) {
+            return Err(Error::runtime(format!(
+                "cannot fold a Bloom filter of {} words by {factor}",
+                words.len()
+            )));
+        }
+        let mut folded = vec![0u64; words.len() / factor];
+        for (i, &word) in words.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                let bit = (i * 64 + w.trailing_zeros() as usize) / factor;
+                folded[bit >> 6] |= 1 << (bit & 63);
+                w &= w - 1;
+            }
+        }
+        Self::from_words(
+            FilterParams {
+                num_bits: folded.len() as u64 * 64,
+                ..self.params
+            },
+            folded,
+        )
+    }
+
+    /// Distinct ids inserted, estimated from the bits set (Swamidass & Baldi).
+    pub fn estimated_items(&self) -> f64 {
+        let m = self.filter.as_slice().len() as f64 * 64.0;
+        let k = f64::from(self.params.num_hashes);
+        -(m / k) * (1.0 - self.fill_ratio()).ln()
+    }
+
+    /// This filter folded to the smallest size that keeps `fpp` for the ids it holds: a filter
+    /// sized for reference rows, which count a shared blob once per reference, shrinks to its
+    /// distinct ids.
+    pub fn fit(self, fpp: f64) -> Result<Bloom> {
+        let needed = self.estimated_items().max(1.0) * -fpp.ln() / std::f64::consts::LN_2.powi(2);
+        let words = self.filter.as_slice().len();
+        let mut factor = ((words as f64 * 64.0 / needed) as usize).clamp(1, MAX_FOLD);
+        while !words.is_multiple_of(factor) {
+            factor -= 1;
+        }
+        if factor == 1 {
+            return Ok(self);
+        }
+        self.fold(factor)
+    }
+
     /// Share of bits set.
     pub fn fill_ratio(&self) -> f64 {
         let ones: u64 = self
@@ -171,6 +235,11 @@ impl Bloom {
     }
 }
 
+/// Folds [`Bloom::fit`] may make: reference rows rarely count a blob more than 8 times.
+pub const MAX_FOLD: usize = 8;
+/// lcm(1..=8): word counts that every fold up to [`MAX_FOLD`] divides.
+const FOLD_WORDS_UNIT: usize = 840;
+
 const MAGIC: &[u8; 8] = b"BLOBGCB1";
 const HEADER_LEN: usize = 8 + 4 + 16 + 8;
 
@@ -191,6 +260,9 @@ fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
 /// characters removed (a `0_0_` prefix, leading zeros), so equal lengths mean equal texts and
 /// the common case costs no allocation.
 pub(crate) fn non_canonical(id: &str) -> Option<String> {
+    if !may_be_non_canonical(id) {
+        return None;
+    }
     let parsed = BlobId::parse(id).ok()?;
     let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
     let canonical_len = if parsed.family == 0 {
@@ -199,6 +271,24 @@ pub(crate) fn non_canonical(id: &str) -> Option<String> {
         digits(u64::from(parsed.family)) + digits(parsed.generation) + 2 + parsed.delegate.len()
     };
     (canonical_len != id.len()).then(|| parsed.to_string())
+}
+
+/// Whether `id` may have another spelling: only a family or generation field starting with
+/// `0` (a `0_` family-0 prefix, or a leading zero) makes one. Most ids skip the full parse;
+/// this runs for every id inserted or probed.
+fn may_be_non_canonical(id: &str) -> bool {
+    let b = id.as_bytes();
+    let mut start = 0;
+    for _ in 0..2 {
+        let Some(len) = b[start..].iter().position(|&c| c == b'_') else {
+            return false;
+        };
+        if b[start] == b'0' {
+            return true;
+        }
+        start += len + 1;
+    }
+    false
 }
 
 /// A filter written next to a plan, named by the SHA-256 of its bytes.
@@ -291,6 +381,35 @@ mod tests {
     }
 
     #[test]
+    fn a_folded_filter_is_the_filter_built_at_the_folded_size() {
+        let seed = FilterParams::seed_from_salt("fold");
+        let big = FilterParams::foldable(2_000_000, 0.01, seed);
+        assert!(big.num_bits.is_multiple_of(840 * 64));
+        let ids: Vec<String> = (0..30_000).map(|i| format!("1_5_{i}")).collect();
+        let mut a = Bloom::new(big).unwrap();
+        ids.iter().for_each(|id| a.insert(id));
+        for factor in [2, 3, 5, 7, 8] {
+            let folded = a.fold(factor).unwrap();
+            let mut direct = Bloom::new(FilterParams {
+                num_bits: big.num_bits / factor as u64,
+                ..big
+            })
+            .unwrap();
+            ids.iter().for_each(|id| direct.insert(id));
+            assert_eq!(
+                folded.to_le_bytes(),
+                direct.to_le_bytes(),
+                "factor {factor}"
+            );
+        }
+        let estimated = a.estimated_items();
+        assert!((estimated - 30_000.0).abs() < 300.0, "{estimated}");
+        let fitted = a.fit(0.01).unwrap();
+        assert_eq!(fitted.params().num_bits, big.num_bits / 8, "capped at 8");
+        assert!(ids.iter().all(|id| fitted.contains(id)));
+    }
+
+    #[test]
     fn salts_change_the_hashing() {
         let p2 = FilterParams {
             seed: FilterParams::seed_from_salt("other"),
@@ -318,6 +437,14 @@ mod tests {
         assert!(g.contains("0_0_abc"));
         assert_eq!(non_canonical("1_557_x"), None);
         assert_eq!(non_canonical("abc"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_quick_spelling_check_misses_no_other_spelling(id in "[0-9_]{0,7}[a-zA-Z0-9_=-]{0,8}") {
+            let other = BlobId::parse(&id).ok().map(|p| p.to_string()).filter(|c| c != &id);
+            proptest::prop_assert_eq!(non_canonical(&id), other);
+        }
     }
 
     #[test]

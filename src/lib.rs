@@ -33,3 +33,4 @@ pub mod report;
 pub mod store;
 pub mod sweep;
 pub mod uploads;
+pub mod verify;

@@ -14,6 +14,7 @@
 use crate::error::{Error, Result};
 use crate::filter::{Bloom, FilterParams};
 use crate::functions;
+use crate::functions::for_each_id;
 use crate::generation::{GenerationRule, IdClass};
 use crate::job::{Job, Strategy, Verify};
 use crate::listing::{self, BLOB_ID, SIZE};
@@ -21,19 +22,22 @@ use crate::plan_dir::{BatchWriter, PlanDir};
 use crate::plan_root::PlanRoot;
 use crate::references::{self, OpenedSource, SourceSpec};
 use crate::store::Location;
+use crate::verify;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int64Type, UInt8Type};
 use chrono::{DateTime, Utc};
 use datafusion::functions::string::expr_fn::starts_with;
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::functions_aggregate::expr_fn::count;
 use datafusion::logical_expr::{JoinType, Partitioning, col, lit, not, when};
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How many malformed ids a plan names.
@@ -146,6 +150,12 @@ pub struct FilterSummary {
     pub max_fpp: f64,
     pub estimated_fpp: f64,
     pub fill_ratio: f64,
+    /// Distinct ids the filter holds (estimated from its bits), and the size it was built at
+    /// before folding to them.
+    #[serde(default)]
+    pub estimated_items: u64,
+    #[serde(default)]
+    pub built_bits: u64,
     pub location: String,
 }
 
@@ -287,12 +297,16 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     let location = match job.strategy {
         Strategy::Bloom => {
             progress.set_message("building the Bloom filter of references");
-            let params = FilterParams::for_items(
+            // Sized for the reference rows, an upper bound of the distinct ids, then folded
+            // down to the distinct ids it turned out to hold.
+            let built = FilterParams::foldable(
                 expected_items,
                 job.fpp,
                 FilterParams::seed_from_salt(&job.salt),
             );
-            let (bloom, ids, rows) = build_filter(references.clone(), params).await?;
+            let (bloom, ids, rows) = build_filter(references.clone(), built).await?;
+            let bloom = bloom.fit(job.fpp)?;
+            let params = bloom.params();
             summary.counts.reference_count = ids;
             summary.counts.null_reference_count = rows - ids;
             let estimated_fpp = bloom.estimated_fpp();
@@ -304,6 +318,8 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 max_fpp: job.max_fpp,
                 estimated_fpp,
                 fill_ratio: bloom.fill_ratio(),
+                estimated_items: bloom.estimated_items() as u64,
+                built_bits: built.num_bits,
                 location: location.clone(),
             });
             drop(bloom);
@@ -378,11 +394,14 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     let partitions = probed.execute_stream_partitioned().await?;
     // What the listing holds, for the missing-references breaker: sized like the references'
     // filter (the two are of one order), hashed with another seed.
-    let listing_params = FilterParams::for_items(
+    let listing_params = FilterParams::foldable(
         expected_items,
         LISTING_FPP,
         FilterParams::seed_from_salt(&format!("{}/listing", job.salt)),
     );
+    // Candidates are fingerprinted as they are found, for the exact verification, unless the
+    // job turns it off (or the exact strategy makes it pointless).
+    let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
     // A JoinSet: should one partition fail, dropping it stops the others writing batches.
     let mut tasks = tokio::task::JoinSet::new();
     for (i, stream) in partitions.into_iter().enumerate() {
@@ -392,18 +411,29 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             job.batch_size,
         );
         let listed = Bloom::new(listing_params)?;
-        tasks.spawn(consume(stream, writer, listed, progress.clone()));
+        let fingerprints = verifying.then(HashSet::new);
+        tasks.spawn(consume(
+            stream,
+            writer,
+            listed,
+            fingerprints,
+            job.verify_limit,
+            progress.clone(),
+        ));
     }
     let mut listed = Bloom::new(listing_params)?;
+    let mut fingerprints = verifying.then(HashSet::new);
     while let Some(done) = tasks.join_next().await {
-        let (counts, batches, partial) =
-            done.map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
-        summary.counts.add(counts);
-        summary.batches.extend(batches);
-        listed.union_words(&partial.to_le_bytes())?;
+        let p = done.map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
+        summary.counts.add(p.counts);
+        summary.batches.extend(p.batches);
+        listed.union_words(&p.listed.to_le_bytes())?;
+        fingerprints = fingerprints.zip(p.fingerprints).map(|(mut all, part)| {
+            all.extend(part);
+            all
+        });
     }
-    let listing_filter = dir.write_filter(listed.encode()).await?;
-    drop(listed);
+    let listed = Arc::new(listed.fit(LISTING_FPP)?);
     summary.batches.sort();
     summary.listing_seconds = started.elapsed().as_secs_f64();
 
@@ -427,7 +457,6 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         return abort(dir, summary, reason).await;
     }
 
-    // The exact strategy's candidates need no second look.
     let verify = !summary.batches.is_empty()
         && job.strategy == Strategy::Bloom
         && match job.verify {
@@ -435,22 +464,19 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             Verify::Off => false,
             Verify::Auto => summary.counts.candidate_count <= job.verify_limit,
         };
+    let fingerprints = match fingerprints {
+        Some(set) if verify => Some(Arc::new(set)),
+        // Past the limit while probing: `--verify exact` reads them back from the batches.
+        None if verify => Some(Arc::new(verify::fingerprints(dir, &summary.batches).await?)),
+        _ => None,
+    };
     let started = Instant::now();
     progress.set_message(if verify {
         "verifying candidates against every reference"
     } else {
         "checking references against the listing"
     });
-    let batches = verify.then_some(summary.batches.as_slice());
-    let checked = check_references(
-        &ctx,
-        references.clone(),
-        dir,
-        batches,
-        &listing_filter,
-        rule,
-    )
-    .await?;
+    let checked = verify::check_references(references, fingerprints, Some(listed), rule).await?;
     if job.strategy == Strategy::Exact {
         summary.counts.reference_count = checked.ids;
         summary.counts.null_reference_count = checked.rows - checked.ids;
@@ -458,13 +484,13 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     summary.counts.eligible_reference_count = checked.eligible_references;
     summary.counts.missing_reference_count = checked.missing_references;
     summary.verified = verify || job.strategy == Strategy::Exact;
+    let found =
+        verify::confirm(dir, &summary.batches, &checked.suspects, MALFORMED_EXAMPLES).await?;
     summary.verify_seconds = started.elapsed().as_secs_f64();
     let mut reason = job
         .breakers
         .missing_references(checked.missing_references, checked.eligible_references);
-    if checked.hits > 0 {
-        let found =
-            verify_candidates(&ctx, references, dir, &summary.batches, MALFORMED_EXAMPLES).await?;
+    if !found.is_empty() {
         reason = Some(format!(
             "exact verification found referenced blobs among the candidates, e.g. {found:?}: \
              the Bloom filter missed references, a bug; please report it"
@@ -486,7 +512,7 @@ fn canonical(id: datafusion::logical_expr::Expr) -> datafusion::logical_expr::Ex
 
 /// The false-positive rate of the listing's filter: each false positive hides one missing
 /// reference from the breaker, which needs proportions, not exact counts.
-const LISTING_FPP: f64 = 0.01;
+const LISTING_FPP: f64 = 0.05;
 
 /// The relative key prefix to leave out of the listing when the quarantine lies inside the
 /// store (`None` when it lies elsewhere); refuses a quarantine that is or holds the store.
@@ -500,101 +526,6 @@ fn quarantine_exclusion(store: &Location, quarantine: &str) -> Result<Option<Str
     Ok(store
         .contains(&q)
         .then(|| q.dir_url()[store.dir_url().len()..].to_string()))
-}
-
-/// What the check pass over the references found.
-struct Checked {
-    /// Non-null reference ids and reference rows read.
-    ids: u64,
-    rows: u64,
-    /// Reference rows matching a candidate (only when candidates are given): must be 0.
-    hits: u64,
-    eligible_references: u64,
-    missing_references: u64,
-}
-
-/// One more pass over the references: counts those naming eligible ids and those of them the
-/// listing's filter lacks, and with `batches`, joins them exactly with the candidates (the
-/// candidates are the build side of the hash join, the references stream past it).
-async fn check_references(
-    ctx: &SessionContext,
-    references: DataFrame,
-    dir: &PlanDir,
-    batches: Option<&[String]>,
-    listing_filter: &str,
-    rule: GenerationRule,
-) -> Result<Checked> {
-    let eligible = functions::id_class()
-        .call(vec![
-            col(BLOB_ID),
-            lit(u64::from(rule.family)),
-            lit(rule.current_generation),
-        ])
-        .eq(lit(IdClass::Eligible as u8));
-    let listed = functions::bloom_contains().call(vec![col(BLOB_ID), lit(listing_filter)]);
-    let one_if = |e: datafusion::logical_expr::Expr| when(e, lit(1i64)).otherwise(lit(0i64));
-    let refs = references.select(vec![
-        col(BLOB_ID),
-        one_if(eligible.clone())?.alias("eligible_ref"),
-        one_if(eligible.and(not(listed)))?.alias("missing_ref"),
-    ])?;
-    let sums = vec![
-        sum(col("eligible_ref")).alias("eligible"),
-        sum(col("missing_ref")).alias("missing"),
-        count(col(BLOB_ID)).alias("ids"),
-        count_all().alias("rows"),
-    ];
-    let checked = match batches {
-        Some(batches) => {
-            dir.location.register(ctx);
-            let urls: Vec<String> = batches.iter().map(|b| dir.batch_url(b)).collect();
-            let candidates = ctx
-                .read_parquet(urls, ParquetReadOptions::default())
-                .await?
-                .select(vec![canonical(col(BLOB_ID)).alias("candidate")])?;
-            let mut aggregates = vec![count(col("candidate")).alias("hits")];
-            aggregates.extend(sums);
-            let refs = refs.select(vec![
-                col(BLOB_ID),
-                col("eligible_ref"),
-                col("missing_ref"),
-                canonical(col(BLOB_ID)).alias("ref_key"),
-            ])?;
-            candidates
-                .join(refs, JoinType::Right, &["candidate"], &["ref_key"], None)?
-                .aggregate(vec![], aggregates)?
-        }
-        None => refs.aggregate(vec![], sums)?,
-    };
-    let result = checked
-        .collect()
-        .await
-        .map_err(|e| Error::runtime(format!("checking references: {e}")))?;
-    let row = result
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| Error::runtime("reference check returned no row"))?;
-    let int = |name: &str| -> Result<u64> {
-        let c = row
-            .column_by_name(name)
-            .map(|c| cast(c, &DataType::Int64))
-            .transpose()?;
-        Ok(c.map_or(0, |c| {
-            let c = c.as_primitive::<Int64Type>();
-            if c.is_null(0) {
-                0
-            } else {
-                c.value(0).max(0) as u64
-            }
-        }))
-    };
-    Ok(Checked {
-        ids: int("ids")?,
-        rows: int("rows")?,
-        hits: int("hits")?,
-        eligible_references: int("eligible")?,
-        missing_references: int("missing")?,
-    })
 }
 
 async fn abort(dir: &PlanDir, mut summary: PlanSummary, reason: String) -> Result<PlanSummary> {
@@ -615,39 +546,6 @@ fn all_references(sources: &[OpenedSource]) -> Result<DataFrame> {
         all = all.union(more)?;
     }
     Ok(all)
-}
-
-/// Candidates of `batches` that some reference names, exactly (a hash semi-join, candidates
-/// against the streamed references); at most `limit` of them.
-pub async fn verify_candidates(
-    ctx: &SessionContext,
-    references: DataFrame,
-    dir: &PlanDir,
-    batches: &[String],
-    limit: usize,
-) -> Result<Vec<String>> {
-    dir.location.register(ctx);
-    let urls: Vec<String> = batches.iter().map(|b| dir.batch_url(b)).collect();
-    let candidates = ctx
-        .read_parquet(urls, ParquetReadOptions::default())
-        .await?
-        .select(vec![
-            col(BLOB_ID).alias("candidate"),
-            canonical(col(BLOB_ID)).alias("key"),
-        ])?;
-    let references = references.select(vec![canonical(col(BLOB_ID)).alias("ref_key")])?;
-    let hits = candidates
-        .join(references, JoinType::LeftSemi, &["key"], &["ref_key"], None)?
-        .limit(0, Some(limit))?
-        .collect()
-        .await
-        .map_err(|e| Error::runtime(format!("verifying candidates: {e}")))?;
-    let mut found = Vec::new();
-    for batch in &hits {
-        let ids = cast(batch.column(0), &DataType::Utf8)?;
-        found.extend(ids.as_string::<i32>().iter().flatten().map(str::to_string));
-    }
-    Ok(found)
 }
 
 /// Partial filters per partition of the union of every source's id columns, OR-merged;
@@ -691,8 +589,10 @@ async fn consume(
     mut stream: SendableRecordBatchStream,
     mut writer: BatchWriter,
     mut listed: Bloom,
+    mut fingerprints: Option<HashSet<u64>>,
+    verify_limit: u64,
     progress: ProgressBar,
-) -> Result<(PlanCounts, Vec<String>, Bloom)> {
+) -> Result<Probed> {
     let mut c = PlanCounts::default();
     while let Some(batch) = stream.try_next().await? {
         count_batch(&batch, &mut c)?;
@@ -710,12 +610,35 @@ async fn consume(
         let candidates =
             filter_record_batch(&batch.project(&[0, 1])?, batch.column(3).as_boolean())?;
         c.candidate_count += candidates.num_rows() as u64;
+        if c.candidate_count > verify_limit {
+            fingerprints = None;
+        }
+        if let Some(set) = &mut fingerprints {
+            for_each_id(candidates.column(0), |id| {
+                set.extend(id.map(verify::fingerprint));
+            })?;
+        }
         c.candidate_bytes += sum_sizes(&candidates)?;
         writer.push(candidates).await?;
         progress.inc(batch.num_rows() as u64);
     }
     writer.flush(true).await?;
-    Ok((c, writer.written, listed))
+    Ok(Probed {
+        counts: c,
+        batches: writer.written,
+        listed,
+        fingerprints,
+    })
+}
+
+/// What one partition of the probe saw.
+struct Probed {
+    counts: PlanCounts,
+    batches: Vec<String>,
+    /// The eligible ids it listed.
+    listed: Bloom,
+    /// Its candidates' fingerprints, unless there were too many to verify.
+    fingerprints: Option<HashSet<u64>>,
 }
 
 fn count_batch(batch: &RecordBatch, c: &mut PlanCounts) -> Result<()> {

@@ -56,6 +56,8 @@ pub struct Report {
     pub bloom_filter_associated_probability: f64,
     pub bloom_filter_estimated_fpp: f64,
     pub bloom_filter_bits: u64,
+    /// Distinct referenced ids, estimated from the merged filter's bits.
+    pub bloom_filter_estimated_distinct: u64,
     pub bloom_filter_hashes: u32,
     pub salt: String,
     pub now: String,
@@ -107,6 +109,7 @@ impl Report {
             bloom_filter_associated_probability: filter.map_or(0.0, |f| f.requested_fpp),
             bloom_filter_estimated_fpp: filter.map_or(0.0, |f| f.estimated_fpp),
             bloom_filter_bits: filter.map_or(0, |f| f.params.num_bits),
+            bloom_filter_estimated_distinct: filter.map_or(0, |f| f.estimated_items),
             bloom_filter_hashes: filter.map_or(0, |f| f.params.num_hashes),
             salt: plan.salt.clone(),
             now: rfc3339(plan.now),

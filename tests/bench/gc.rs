@@ -211,8 +211,7 @@ fn dataset(dir: &Path, n: u64) -> Data {
     let t0 = DateTime::parse_from_rfc3339(NOW)
         .expect("NOW")
         .timestamp_micros();
-    let mut file = 0;
-    for start in (0..n).step_by(ROWS_PER_FILE as usize) {
+    for (file, start) in (0..n).step_by(ROWS_PER_FILE as usize).enumerate() {
         let ids: Vec<u64> = (start..(start + ROWS_PER_FILE).min(n)).collect();
         let batch = RecordBatch::try_from_iter(vec![
             (
@@ -241,13 +240,11 @@ fn dataset(dir: &Path, n: u64) -> Data {
             &dir.join(format!("inventory/part-{file:04}.parquet")),
             &batch,
         );
-        file += 1;
     }
     let rows = (n as f64 * REFS_PER_BLOB) as u64;
     let pool = ((n as f64 * REFERENCED_SHARE) as u64).max(1);
     let mut seen = vec![false; pool as usize];
-    let mut file = 0;
-    for start in (0..rows).step_by(ROWS_PER_FILE as usize) {
+    for (file, start) in (0..rows).step_by(ROWS_PER_FILE as usize).enumerate() {
         let picks: Vec<u64> = (start..(start + ROWS_PER_FILE).min(rows))
             .map(|r| splitmix(r) % pool)
             .collect();
@@ -262,7 +259,6 @@ fn dataset(dir: &Path, n: u64) -> Data {
         )])
         .expect("batch");
         write(&dir.join(format!("refs/part-{file:04}.parquet")), &batch);
-        file += 1;
     }
     let data = Data {
         listed: n,

@@ -252,7 +252,12 @@ async fn exact_verification_finds_a_referenced_candidate() {
     ])
     .unwrap();
     dir.write_batch("buggy", &batch).await.unwrap();
-    let found = blobgc::plan::verify_candidates(&ctx, source.ids, &dir, &["buggy".to_string()], 5)
+    let rule = blobgc::generation::GenerationRule {
+        family: 1,
+        current_generation: 559,
+    };
+    let batches = ["buggy".to_string()];
+    let found = blobgc::verify::verify_candidates(source.ids, &dir, &batches, rule, 5)
         .await
         .unwrap();
     assert_eq!(found, vec![referenced]);
