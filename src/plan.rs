@@ -299,7 +299,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             progress.set_message("building the Bloom filter of references");
             // Sized for the reference rows, an upper bound of the distinct ids, then folded
             // down to the distinct ids it turned out to hold.
-            let built = FilterParams::foldable(
+            let built = FilterParams::for_items(
                 expected_items,
                 job.fpp,
                 FilterParams::seed_from_salt(&job.salt),
@@ -394,7 +394,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     let partitions = probed.execute_stream_partitioned().await?;
     // What the listing holds, for the missing-references breaker: sized like the references'
     // filter (the two are of one order), hashed with another seed.
-    let listing_params = FilterParams::foldable(
+    let listing_params = FilterParams::for_items(
         expected_items,
         LISTING_FPP,
         FilterParams::seed_from_salt(&format!("{}/listing", job.salt)),
