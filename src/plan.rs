@@ -392,10 +392,15 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         }
     };
     let partitions = probed.execute_stream_partitioned().await?;
-    // What the listing holds, for the missing-references breaker: sized like the references'
-    // filter (the two are of one order), hashed with another seed.
+    // What the listing holds, for the missing-references breaker: sized for twice the distinct
+    // references (the eligible listing is of that order; an overfull filter only hides some
+    // missing references from a breaker that needs proportions), hashed with another seed.
+    let distinct = summary
+        .filter
+        .as_ref()
+        .map_or(expected_items, |f| f.estimated_items);
     let listing_params = FilterParams::for_items(
-        expected_items,
+        distinct.saturating_mul(2),
         LISTING_FPP,
         FilterParams::seed_from_salt(&format!("{}/listing", job.salt)),
     );

@@ -79,6 +79,11 @@ pub async fn check_references(
                 for_each_id(batch.column(0), |id| {
                     let Some(id) = id else { return };
                     c.ids += 1;
+                    // Candidates are eligible, under every spelling: other ids need no lookup.
+                    if rule.classify(id) != IdClass::Eligible {
+                        return;
+                    }
+                    c.eligible_references += 1;
                     if let Some(set) = &candidates
                         && set.contains(&fingerprint(id))
                         && c.suspects.len() < MAX_SUSPECTS
@@ -86,12 +91,9 @@ pub async fn check_references(
                         c.suspects.push(id.to_string());
                     }
                     if let Some(listing) = &listing
-                        && rule.classify(id) == IdClass::Eligible
+                        && !listing.contains(id)
                     {
-                        c.eligible_references += 1;
-                        if !listing.contains(id) {
-                            c.missing_references += 1;
-                        }
+                        c.missing_references += 1;
                     }
                 })?;
             }
