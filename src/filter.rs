@@ -2,32 +2,20 @@
 //!
 //! A false positive keeps a garbage blob for one more run; a false negative would delete a
 //! live one, so everything here is built to make false negatives impossible: every partial
-//! filter of a run shares its size and seed (an unseeded filter would OR-merge into garbage),
-//! and a stored filter is named by the SHA-256 of its bytes and checked on load (a cache keyed
-//! by a reused name once served a stale filter).
+//! filter of a run shares its size, hash count and seed (an unseeded filter would OR-merge
+//! into garbage), and a stored filter is named by the SHA-256 of its bytes and checked on load
+//! (a cache keyed by a reused name once served a stale filter).
 //!
-//! The layout is the split-block Bloom filter of the Parquet format (`parquet::bloom_filter::Sbbf`):
-//! an id sets 8 bits in one 32-byte block, so an insert or a probe touches one cache line where
-//! a classic filter touches 7 (measured on 10M listed blobs: the classic filter's random memory
-//! accesses were half of the job's CPU time). Sbbf hashes with xxHash64 and a fixed seed, so the
-//! run's seed is salted in as a prefix of the hashed bytes: each run hashes ids differently and a
-//! blob kept by a false positive in one run is collected by a later one.
+//! The seed is derived from the run's salt, so each run hashes ids differently and a blob kept
+//! by a false positive in one run is collected by a later one.
 
 use crate::blob_id::BlobId;
 use crate::error::{Error, Result};
-use parquet::bloom_filter::Sbbf;
+use fastbloom::BloomFilter;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, LazyLock, Mutex};
 
-/// Bits an id sets, all in one block.
-const HASHES: u32 = 8;
-/// Bits of a block.
-const BLOCK_BITS: f64 = 256.0;
-/// Sbbf's size bounds, in bytes: a power of two between these.
-const MIN_BYTES: u64 = 32;
-pub const MAX_BYTES: u64 = 128 * 1024 * 1024;
-
-/// Size and seed: identical for every partial filter of one run.
+/// Size, hash count and seed: identical for every partial filter of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FilterParams {
     pub num_bits: u64,
@@ -37,19 +25,26 @@ pub struct FilterParams {
 }
 
 impl FilterParams {
-    /// The size for `expected_items` at false-positive rate `fpp`: a power of two of bytes
-    /// (what Sbbf folds by halving), at most [`MAX_BYTES`].
+    /// The optimal size and hash count for `expected_items` at false-positive rate `fpp`.
     pub fn for_items(expected_items: u64, fpp: f64, seed: u128) -> Self {
-        let n = expected_items.max(1) as f64;
-        let mut bytes = MIN_BYTES;
-        while bytes < MAX_BYTES && expected_fpp(n, (bytes / 32) as f64) > fpp {
-            bytes *= 2;
-        }
+        let n = usize::try_from(expected_items.max(1)).unwrap_or(usize::MAX);
+        let num_bits = fastbloom::optimal_size(n, fpp);
         FilterParams {
-            num_bits: bytes * 8,
-            num_hashes: HASHES,
+            num_bits: num_bits as u64,
+            num_hashes: fastbloom::optimal_hashes(num_bits, n),
             seed,
         }
+    }
+
+    /// Like [`Self::for_items`], with a word count that [`Bloom::fit`] can divide by any factor
+    /// up to [`MAX_FOLD`]: the size of a filter built for an upper bound of its items.
+    pub fn foldable(expected_items: u64, fpp: f64, seed: u128) -> Self {
+        let mut p = Self::for_items(expected_items, fpp, seed);
+        let unit = FOLD_WORDS_UNIT as u64 * 64;
+        if p.num_bits >= MAX_FOLD as u64 * unit {
+            p.num_bits = p.num_bits.div_ceil(unit) * unit;
+        }
+        p
     }
 
     /// The seed of a run: the salt, hashed so that any text makes a well-spread 128-bit key.
@@ -63,8 +58,12 @@ impl FilterParams {
         u128::from_le_bytes(seed)
     }
 
+    fn words(&self) -> usize {
+        self.num_bits.div_ceil(64) as usize
+    }
+
     pub fn size_bytes(&self) -> u64 {
-        self.num_bits / 8
+        self.words() as u64 * 8
     }
 }
 
@@ -72,24 +71,30 @@ impl FilterParams {
 #[derive(Debug, Clone)]
 pub struct Bloom {
     params: FilterParams,
-    filter: Sbbf,
+    filter: BloomFilter,
 }
 
 impl Bloom {
     pub fn new(params: FilterParams) -> Result<Self> {
-        let bytes = params.size_bytes();
-        if params.num_hashes != HASHES
-            || !bytes.is_power_of_two()
-            || !(MIN_BYTES..=MAX_BYTES).contains(&bytes)
-        {
+        if params.num_bits == 0 || params.num_hashes == 0 {
             return Err(Error::runtime(format!(
                 "invalid Bloom filter parameters {params:?}"
             )));
         }
-        Ok(Bloom {
-            params,
-            filter: Sbbf::new_with_num_of_bytes(bytes as usize),
-        })
+        Self::from_words(params, vec![0; params.words()])
+    }
+
+    fn from_words(params: FilterParams, words: Vec<u64>) -> Result<Self> {
+        if words.len() != params.words() || params.num_hashes == 0 {
+            return Err(Error::runtime(format!(
+                "Bloom filter of {} words does not match its parameters {params:?}",
+                words.len()
+            )));
+        }
+        let filter = BloomFilter::from_vec(words)
+            .seed(&params.seed)
+            .hashes(params.num_hashes);
+        Ok(Bloom { params, filter })
     }
 
     pub fn params(&self) -> FilterParams {
@@ -99,119 +104,108 @@ impl Bloom {
     /// Inserts a referenced id, and its canonical spelling when it differs (`0_0_abc` is the
     /// blob `abc`, `1_0557_x` the blob `1_557_x`), so no spelling of a reference is missed.
     pub fn insert(&mut self, id: &str) {
-        let (seed, filter) = (self.params.seed, &mut self.filter);
-        salted(seed, id, |bytes| filter.insert(bytes));
+        self.filter.insert(id);
         if let Some(canonical) = non_canonical(id) {
-            salted(seed, &canonical, |bytes| filter.insert(bytes));
+            self.filter.insert(canonical.as_str());
         }
     }
 
     /// Whether a listed id may be referenced, under any spelling.
     pub fn contains(&self, id: &str) -> bool {
-        let check = |id: &str| salted(self.params.seed, id, |bytes| self.filter.check(bytes));
-        check(id) || non_canonical(id).is_some_and(|c| check(&c))
+        self.filter.contains(id)
+            || non_canonical(id).is_some_and(|c| self.filter.contains(c.as_str()))
     }
 
     /// ORs a partial filter into this one. Both must come from the same parameters.
     pub fn union_words(&mut self, bytes: &[u8]) -> Result<()> {
-        let mut mine = self.to_le_bytes();
-        if bytes.len() != mine.len() {
-            return Err(Error::runtime(format!(
-                "Bloom filter of {} bytes does not match its parameters {:?}",
-                bytes.len(),
-                self.params
-            )));
-        }
-        mine.iter_mut().zip(bytes).for_each(|(a, b)| *a |= b);
-        self.filter = Sbbf::new(&mine);
+        let other = Self::from_words(self.params, words_from_le_bytes(bytes)?)?;
+        self.filter.union(&other.filter);
         Ok(())
     }
 
-    /// The bit set, little-endian words as the Parquet format stores it.
     pub fn to_le_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.params.size_bytes() as usize);
-        // Writing to a Vec cannot fail.
-        let _ = self.filter.write_bitset(&mut out);
-        out
+        self.filter
+            .as_slice()
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect()
     }
 
     pub fn from_le_bytes(params: FilterParams, bytes: &[u8]) -> Result<Self> {
-        let mut bloom = Self::new(params)?;
-        if bytes.len() as u64 != params.size_bytes() {
-            return Err(Error::runtime(format!(
-                "Bloom filter of {} bytes does not match its parameters {params:?}",
-                bytes.len()
-            )));
-        }
-        bloom.filter = Sbbf::new(bytes);
-        Ok(bloom)
+        Self::from_words(params, words_from_le_bytes(bytes)?)
     }
 
-    /// The share of bits set in each block.
-    fn block_fills(&self) -> impl Iterator<Item = f64> {
-        self.to_le_bytes()
-            .chunks_exact(32)
-            .map(|b| b.iter().map(|x| x.count_ones()).sum::<u32>() as f64 / BLOCK_BITS)
-            .collect::<Vec<_>>()
-            .into_iter()
+    /// The same filter with `factor` times fewer bits: exactly the filter that inserting the same
+    /// ids into that many bits gives, because fastbloom maps a hash to bit `hash * bits >> 64`
+    /// and `floor(floor(x) / f) = floor(x / f)`: bit `j` of the folded filter is the OR of bits
+    /// `j * f .. (j + 1) * f` of this one. So no id it holds is lost.
+    pub fn fold(&self, factor: usize) -> Result<Bloom> {
+        let words = self.filter.as_slice();
+        if factor == 0 || !words.len().is_multiple_of(factor) {
+            return Err(Error::runtime(format!(
+                "cannot fold a Bloom filter of {} words by {factor}",
+                words.len()
+            )));
+        }
+        let mut folded = vec![0u64; words.len() / factor];
+        for (i, &word) in words.iter().enumerate() {
+            let mut w = word;
+            while w != 0 {
+                let bit = (i * 64 + w.trailing_zeros() as usize) / factor;
+                folded[bit >> 6] |= 1 << (bit & 63);
+                w &= w - 1;
+            }
+        }
+        Self::from_words(
+            FilterParams {
+                num_bits: folded.len() as u64 * 64,
+                ..self.params
+            },
+            folded,
+        )
+    }
+
+    /// Distinct ids inserted, estimated from the bits set (Swamidass & Baldi).
+    pub fn estimated_items(&self) -> f64 {
+        let m = self.filter.as_slice().len() as f64 * 64.0;
+        let k = f64::from(self.params.num_hashes);
+        -(m / k) * (1.0 - self.fill_ratio()).ln()
+    }
+
+    /// This filter folded to the smallest size that keeps `fpp` for the ids it holds: a filter
+    /// sized for reference rows, which count a shared blob once per reference, shrinks to its
+    /// distinct ids.
+    pub fn fit(self, fpp: f64) -> Result<Bloom> {
+        let needed = self.estimated_items().max(1.0) * -fpp.ln() / std::f64::consts::LN_2.powi(2);
+        let words = self.filter.as_slice().len();
+        let mut factor = ((words as f64 * 64.0 / needed) as usize).clamp(1, MAX_FOLD);
+        while !words.is_multiple_of(factor) {
+            factor -= 1;
+        }
+        if factor == 1 {
+            return Ok(self);
+        }
+        self.fold(factor)
     }
 
     /// Share of bits set.
     pub fn fill_ratio(&self) -> f64 {
-        let (sum, n) = self
-            .block_fills()
-            .fold((0.0, 0), |(s, n), f| (s + f, n + 1));
-        sum / f64::from(n.max(1))
+        let ones: u64 = self
+            .filter
+            .as_slice()
+            .iter()
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
+        ones as f64 / (self.filter.as_slice().len() as f64 * 64.0)
     }
 
-    /// The false-positive rate this filter really has: the mean over its blocks of
-    /// `fill ^ 8`. It catches an undersized filter (more distinct references than expected)
-    /// before anything is deleted.
+    /// The false-positive rate this filter really has: `fill_ratio ^ hashes`. It catches an
+    /// undersized filter (more distinct references than expected) before anything is deleted.
     pub fn estimated_fpp(&self) -> f64 {
-        let (sum, n) = self
-            .block_fills()
-            .fold((0.0, 0), |(s, n), f| (s + f.powi(HASHES as i32), n + 1));
-        sum / f64::from(n.max(1))
+        self.fill_ratio().powi(self.params.num_hashes as i32)
     }
 
-    /// Distinct ids inserted, estimated from the bits set in each block.
-    pub fn estimated_items(&self) -> f64 {
-        self.block_fills()
-            .map(|f| -(BLOCK_BITS / f64::from(HASHES)) * (1.0 - f.min(0.999)).ln())
-            .sum()
-    }
-
-    /// This filter folded (halved, exactly: Sbbf maps a hash to a block by multiply-shift, so
-    /// blocks `2i` and `2i+1` become block `i` of the half-size filter) as far as it keeps
-    /// `fpp` for the ids it holds: a filter sized for reference rows, which count a shared blob
-    /// once per reference, shrinks to its distinct ids.
-    pub fn fit(self, fpp: f64) -> Result<Bloom> {
-        let items = self.estimated_items();
-        let mut blocks = self.filter.num_blocks();
-        let mut group = 1;
-        while blocks >= 2 && expected_fpp(items, (blocks / 2) as f64) <= fpp {
-            blocks /= 2;
-            group *= 2;
-        }
-        if group == 1 {
-            return Ok(self);
-        }
-        let bytes = self.to_le_bytes();
-        let mut folded = vec![0u8; bytes.len() / group];
-        for (i, block) in bytes.chunks_exact(32).enumerate() {
-            let to = &mut folded[(i / group) * 32..(i / group + 1) * 32];
-            to.iter_mut().zip(block).for_each(|(a, b)| *a |= b);
-        }
-        Bloom::from_le_bytes(
-            FilterParams {
-                num_bits: folded.len() as u64 * 8,
-                ..self.params
-            },
-            &folded,
-        )
-    }
-
-    /// The stored form: a small header, then the bit set. See [`StoredFilter`].
+    /// The stored form: a small header, then the words. See [`StoredFilter`].
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.params.size_bytes() as usize);
         out.extend_from_slice(MAGIC);
@@ -241,45 +235,26 @@ impl Bloom {
     }
 }
 
-/// The false-positive rate of `items` ids in `blocks` blocks. Ids fall into blocks unevenly
-/// (Poisson), and a crowded block costs far more than an empty one saves: the uniform-fill
-/// formula promises rates it does not keep, most visibly at small rates.
-fn expected_fpp(items: f64, blocks: f64) -> f64 {
-    let lambda = items / blocks.max(1.0);
-    if lambda > 200.0 {
-        // Saturated; and e^-lambda would underflow below.
-        return 1.0;
-    }
-    let last = (lambda + 12.0 * lambda.sqrt() + 30.0) as u32;
-    let mut p = (-lambda).exp();
-    let mut fpp = 0.0;
-    for j in 0..=last {
-        // Each id sets one bit in each of the block's 8 words of 32 bits.
-        fpp += p * (1.0 - (31.0f64 / 32.0).powi(j as i32)).powi(HASHES as i32);
-        p *= lambda / f64::from(j + 1);
-    }
-    fpp
-}
+/// Folds [`Bloom::fit`] may make: reference rows rarely count a blob more than 8 times.
+pub const MAX_FOLD: usize = 8;
+/// lcm(1..=8): word counts that every fold up to [`MAX_FOLD`] divides.
+const FOLD_WORDS_UNIT: usize = 840;
 
-/// Calls `f` with the bytes hashed for `id`: the seed, then the id (on the stack for any
-/// id of a usual length).
-fn salted<T>(seed: u128, id: &str, f: impl FnOnce(&[u8]) -> T) -> T {
-    const SEED: usize = 16;
-    let mut stack = [0u8; 128];
-    stack[..SEED].copy_from_slice(&seed.to_le_bytes());
-    if SEED + id.len() <= stack.len() {
-        stack[SEED..SEED + id.len()].copy_from_slice(id.as_bytes());
-        f(&stack[..SEED + id.len()])
-    } else {
-        let mut long = stack[..SEED].to_vec();
-        long.extend_from_slice(id.as_bytes());
-        f(&long)
-    }
-}
-
-/// Version 2: the split-block layout (version 1 was a classic filter).
-const MAGIC: &[u8; 8] = b"BLOBGCB2";
+const MAGIC: &[u8; 8] = b"BLOBGCB1";
 const HEADER_LEN: usize = 8 + 4 + 16 + 8;
+
+fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err(Error::runtime(format!(
+            "Bloom filter state of {} bytes is not whole words",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+        .collect())
+}
 
 /// The canonical spelling of `id` when it differs from `id`. Canonical text is `id` with
 /// characters removed (a `0_0_` prefix, leading zeros), so equal lengths mean equal texts and
@@ -406,27 +381,32 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_sized_for_rows_folds_to_its_distinct_ids_and_keeps_them() {
+    fn a_folded_filter_is_the_filter_built_at_the_folded_size() {
         let seed = FilterParams::seed_from_salt("fold");
-        let rows = FilterParams::for_items(300_000, 0.01, seed);
-        let ids: Vec<String> = (0..40_000).map(|i| format!("1_5_{i}")).collect();
-        let mut a = Bloom::new(rows).unwrap();
+        let big = FilterParams::foldable(2_000_000, 0.01, seed);
+        assert!(big.num_bits.is_multiple_of(840 * 64));
+        let ids: Vec<String> = (0..30_000).map(|i| format!("1_5_{i}")).collect();
+        let mut a = Bloom::new(big).unwrap();
         ids.iter().for_each(|id| a.insert(id));
+        for factor in [2, 3, 5, 7, 8] {
+            let folded = a.fold(factor).unwrap();
+            let mut direct = Bloom::new(FilterParams {
+                num_bits: big.num_bits / factor as u64,
+                ..big
+            })
+            .unwrap();
+            ids.iter().for_each(|id| direct.insert(id));
+            assert_eq!(
+                folded.to_le_bytes(),
+                direct.to_le_bytes(),
+                "factor {factor}"
+            );
+        }
         let estimated = a.estimated_items();
-        assert!((estimated - 40_000.0).abs() < 1_000.0, "{estimated}");
+        assert!((estimated - 30_000.0).abs() < 300.0, "{estimated}");
         let fitted = a.fit(0.01).unwrap();
-        assert!(
-            fitted.params().num_bits < rows.num_bits / 4,
-            "{:?}",
-            fitted.params()
-        );
+        assert_eq!(fitted.params().num_bits, big.num_bits / 8, "capped at 8");
         assert!(ids.iter().all(|id| fitted.contains(id)));
-        let fpp = fitted.estimated_fpp();
-        assert!(fpp > 0.001 && fpp <= 0.012, "{fpp}");
-        let false_positives = (0..100_000)
-            .filter(|i| fitted.contains(&format!("2_5_{i}")))
-            .count();
-        assert!(false_positives < 1_500, "{false_positives}");
     }
 
     #[test]

@@ -299,7 +299,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             progress.set_message("building the Bloom filter of references");
             // Sized for the reference rows, an upper bound of the distinct ids, then folded
             // down to the distinct ids it turned out to hold.
-            let built = FilterParams::for_items(
+            let built = FilterParams::foldable(
                 expected_items,
                 job.fpp,
                 FilterParams::seed_from_salt(&job.salt),
@@ -399,7 +399,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         .filter
         .as_ref()
         .map_or(expected_items, |f| f.estimated_items);
-    let listing_params = FilterParams::for_items(
+    let listing_params = FilterParams::foldable(
         distinct.saturating_mul(2),
         LISTING_FPP,
         FilterParams::seed_from_salt(&format!("{}/listing", job.salt)),
