@@ -9,8 +9,8 @@
 //!   turns most blobs into candidates);
 //! - **source shrink**: each source's rows against the previous run's under the same plan root
 //!   (a truncated export);
-//! - **missing references**: references to eligible ids that the listing does not hold, against
-//!   all references to eligible ids (a wrong prefix or an incomplete listing: the references then
+//! - **missing references**: distinct referenced ids that the listing does not hold, against
+//!   all distinct referenced ids (a wrong prefix or an incomplete listing: the references then
 //!   describe another store than the one being swept).
 //!
 //! A count at or below `floor` never trips a breaker: in a store of three blobs, one orphan is a
@@ -105,15 +105,15 @@ impl Thresholds {
         })
     }
 
-    /// The reason to abort when too many references name eligible blobs the listing lacks.
-    pub fn missing_references(&self, missing: u64, eligible_references: u64) -> Option<String> {
-        self.trips(missing, eligible_references, self.max_missing_references)
+    /// The reason to abort when too many referenced ids name blobs the listing lacks.
+    pub fn missing_references(&self, missing: u64, distinct: u64) -> Option<String> {
+        self.trips(missing, distinct, self.max_missing_references)
             .then(|| {
                 format!(
-                    "circuit breaker: {missing} of {eligible_references} references to eligible blob ids \
+                    "circuit breaker: about {missing} of {distinct} distinct referenced blob ids \
                  ({:.1}%) name blobs absent from the listing, above --max-missing-references {}: \
                  the store prefix may be wrong or the listing incomplete",
-                    percent(missing, eligible_references),
+                    percent(missing, distinct),
                     self.max_missing_references
                 )
             })

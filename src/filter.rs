@@ -27,7 +27,8 @@ pub struct FilterParams {
 impl FilterParams {
     /// The optimal size and hash count for `expected_items` at false-positive rate `fpp`.
     pub fn for_items(expected_items: u64, fpp: f64, seed: u128) -> Self {
-        let n = usize::try_from(expected_items.max(1)).unwrap_or(usize::MAX);
+        // A floor: a reference spelled two ways is two items, which matters only when few.
+        let n = usize::try_from(expected_items.max(MIN_ITEMS)).unwrap_or(usize::MAX);
         let num_bits = fastbloom::optimal_size(n, fpp);
         FilterParams {
             num_bits: num_bits as u64,
@@ -234,6 +235,9 @@ impl Bloom {
         )
     }
 }
+
+/// The fewest items a filter is sized for.
+const MIN_ITEMS: u64 = 64;
 
 /// Folds [`Bloom::fit`] may make: reference rows rarely count a blob more than 8 times.
 pub const MAX_FOLD: usize = 8;

@@ -352,8 +352,8 @@ pub struct JobArgs {
     /// previous run under --plan-root.
     #[arg(long, value_name = "F")]
     pub max_source_shrink: Option<f64>,
-    /// Abort when more than this fraction of the references to eligible ids name blobs absent
-    /// from the listing (an incomplete listing or a wrong prefix).
+    /// Abort when more than this fraction of the distinct referenced ids name blobs absent from
+    /// the listing (an incomplete listing or a wrong prefix).
     #[arg(long, value_name = "F")]
     pub max_missing_references: Option<f64>,
     /// Counts at or below this never trip a fraction breaker (a fraction of a handful says

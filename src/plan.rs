@@ -170,10 +170,14 @@ pub struct PlanCounts {
     pub malformed_ids: Vec<String>,
     pub candidate_count: u64,
     pub candidate_bytes: u64,
-    /// References (rows) naming an eligible id, and those of them naming a blob the listing
-    /// lacks (counted with a Bloom filter of the listing: a false positive hides one).
+    /// Listed blobs that a reference names (by the filter: false positives included).
     #[serde(default)]
-    pub eligible_reference_count: u64,
+    pub referenced_blob_count: u64,
+    /// Distinct referenced ids (estimated from the filter's bits), and of them, those naming a
+    /// blob the listing lacks: distinct references less the referenced listed blobs, corrected
+    /// for the filter's false positives.
+    #[serde(default)]
+    pub distinct_reference_count: u64,
     #[serde(default)]
     pub missing_reference_count: u64,
 }
@@ -186,6 +190,7 @@ impl PlanCounts {
         self.malformed_id_count += o.malformed_id_count;
         self.candidate_count += o.candidate_count;
         self.candidate_bytes += o.candidate_bytes;
+        self.referenced_blob_count += o.referenced_blob_count;
         let room = MALFORMED_EXAMPLES.saturating_sub(self.malformed_ids.len());
         self.malformed_ids
             .extend(o.malformed_ids.into_iter().take(room));
@@ -358,14 +363,20 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 functions::bloom_contains().call(vec![col(BLOB_ID), lit(location.as_str())]);
             listed
                 .repartition(Partitioning::RoundRobinBatch(job.partitions.max(1)))?
-                .select(vec![col(BLOB_ID), col(SIZE), class.alias("class")])?
+                .select(vec![
+                    col(BLOB_ID),
+                    col(SIZE),
+                    class.alias("class"),
+                    referenced.alias("referenced"),
+                ])?
                 .select(vec![
                     col(BLOB_ID),
                     col(SIZE),
                     col("class"),
-                    when(eligible, not(referenced))
+                    when(eligible, not(col("referenced")))
                         .otherwise(lit(false))?
                         .alias("candidate"),
+                    col("referenced"),
                 ])?
         }
         None => {
@@ -388,22 +399,11 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                     when(eligible, not(col("mark")))
                         .otherwise(lit(false))?
                         .alias("candidate"),
+                    col("mark").alias("referenced"),
                 ])?
         }
     };
     let partitions = probed.execute_stream_partitioned().await?;
-    // What the listing holds, for the missing-references breaker: sized for twice the distinct
-    // references (the eligible listing is of that order; an overfull filter only hides some
-    // missing references from a breaker that needs proportions), hashed with another seed.
-    let distinct = summary
-        .filter
-        .as_ref()
-        .map_or(expected_items, |f| f.estimated_items);
-    let listing_params = FilterParams::foldable(
-        distinct.saturating_mul(2),
-        LISTING_FPP,
-        FilterParams::seed_from_salt(&format!("{}/listing", job.salt)),
-    );
     // Candidates are fingerprinted as they are found, for the exact verification, unless the
     // job turns it off (or the exact strategy makes it pointless).
     let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
@@ -415,30 +415,25 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             format!("{}-p{i:04}", summary.run_id),
             job.batch_size,
         );
-        let listed = Bloom::new(listing_params)?;
         let fingerprints = verifying.then(HashSet::new);
         tasks.spawn(consume(
             stream,
             writer,
-            listed,
             fingerprints,
             job.verify_limit,
             progress.clone(),
         ));
     }
-    let mut listed = Bloom::new(listing_params)?;
     let mut fingerprints = verifying.then(HashSet::new);
     while let Some(done) = tasks.join_next().await {
         let p = done.map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
         summary.counts.add(p.counts);
         summary.batches.extend(p.batches);
-        listed.union_words(&p.listed.to_le_bytes())?;
         fingerprints = fingerprints.zip(p.fingerprints).map(|(mut all, part)| {
             all.extend(part);
             all
         });
     }
-    let listed = Arc::new(listed.fit(LISTING_FPP)?);
     summary.batches.sort();
     summary.listing_seconds = started.elapsed().as_secs_f64();
 
@@ -476,25 +471,41 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         _ => None,
     };
     let started = Instant::now();
-    progress.set_message(if verify {
-        "verifying candidates against every reference"
-    } else {
-        "checking references against the listing"
-    });
-    let checked = verify::check_references(references, fingerprints, Some(listed), rule).await?;
-    if job.strategy == Strategy::Exact {
-        summary.counts.reference_count = checked.ids;
-        summary.counts.null_reference_count = checked.rows - checked.ids;
+    // One more pass over the references when verifying, and for the exact strategy, which has
+    // no filter to count the distinct references with.
+    let exact = job.strategy == Strategy::Exact;
+    let mut found = Vec::new();
+    if fingerprints.is_some() || exact {
+        progress.set_message("verifying candidates against every reference");
+        let distinct = exact.then(|| {
+            FilterParams::for_items(
+                expected_items,
+                job.fpp,
+                FilterParams::seed_from_salt(&job.salt),
+            )
+        });
+        let checked = verify::check_references(references, fingerprints, distinct, rule).await?;
+        if exact {
+            summary.counts.reference_count = checked.ids;
+            summary.counts.null_reference_count = checked.rows - checked.ids;
+        }
+        if let Some(d) = &checked.distinct {
+            summary.counts.distinct_reference_count = d.estimated_items() as u64;
+        }
+        found =
+            verify::confirm(dir, &summary.batches, &checked.suspects, MALFORMED_EXAMPLES).await?;
     }
-    summary.counts.eligible_reference_count = checked.eligible_references;
-    summary.counts.missing_reference_count = checked.missing_references;
-    summary.verified = verify || job.strategy == Strategy::Exact;
-    let found =
-        verify::confirm(dir, &summary.batches, &checked.suspects, MALFORMED_EXAMPLES).await?;
+    summary.verified = verify || exact;
     summary.verify_seconds = started.elapsed().as_secs_f64();
-    let mut reason = job
-        .breakers
-        .missing_references(checked.missing_references, checked.eligible_references);
+    if let Some(f) = &summary.filter {
+        summary.counts.distinct_reference_count = f.estimated_items;
+    }
+    let fpp = summary.filter.as_ref().map_or(0.0, |f| f.estimated_fpp);
+    summary.counts.missing_reference_count = missing_references(&summary.counts, fpp);
+    let mut reason = job.breakers.missing_references(
+        summary.counts.missing_reference_count,
+        summary.counts.distinct_reference_count,
+    );
     if !found.is_empty() {
         reason = Some(format!(
             "exact verification found referenced blobs among the candidates, e.g. {found:?}: \
@@ -515,9 +526,15 @@ fn canonical(id: datafusion::logical_expr::Expr) -> datafusion::logical_expr::Ex
     functions::canonical_id().call(vec![id])
 }
 
-/// The false-positive rate of the listing's filter: each false positive hides one missing
-/// reference from the breaker, which needs proportions, not exact counts.
-const LISTING_FPP: f64 = 0.05;
+/// Distinct references naming no listed blob: the distinct references less the listed blobs
+/// the filter says are referenced, those corrected for its false-positive rate `fpp`.
+fn missing_references(c: &PlanCounts, fpp: f64) -> u64 {
+    let listed = c.blob_count.saturating_sub(c.malformed_id_count) as f64;
+    let referenced = ((c.referenced_blob_count as f64 - fpp * listed) / (1.0 - fpp)).max(0.0);
+    (c.distinct_reference_count as f64 - referenced)
+        .max(0.0)
+        .round() as u64
+}
 
 /// The relative key prefix to leave out of the listing when the quarantine lies inside the
 /// store (`None` when it lies elsewhere); refuses a quarantine that is or holds the store.
@@ -593,7 +610,6 @@ async fn build_filter(all: DataFrame, params: FilterParams) -> Result<(Bloom, u6
 async fn consume(
     mut stream: SendableRecordBatchStream,
     mut writer: BatchWriter,
-    mut listed: Bloom,
     mut fingerprints: Option<HashSet<u64>>,
     verify_limit: u64,
     progress: ProgressBar,
@@ -602,16 +618,15 @@ async fn consume(
     while let Some(batch) = stream.try_next().await? {
         count_batch(&batch, &mut c)?;
         let class = batch.column(2).as_primitive::<UInt8Type>();
-        let mut row = 0;
-        functions::for_each_id(batch.column(0), |id| {
-            if let Some(id) = id
-                && class.is_valid(row)
-                && class.value(row) == IdClass::Eligible as u8
-            {
-                listed.insert(id);
-            }
-            row += 1;
-        })?;
+        let referenced = batch.column(4).as_boolean();
+        c.referenced_blob_count += (0..batch.num_rows())
+            .filter(|&i| {
+                class.is_valid(i)
+                    && class.value(i) != IdClass::Malformed as u8
+                    && referenced.is_valid(i)
+                    && referenced.value(i)
+            })
+            .count() as u64;
         let candidates =
             filter_record_batch(&batch.project(&[0, 1])?, batch.column(3).as_boolean())?;
         c.candidate_count += candidates.num_rows() as u64;
@@ -631,7 +646,6 @@ async fn consume(
     Ok(Probed {
         counts: c,
         batches: writer.written,
-        listed,
         fingerprints,
     })
 }
@@ -640,8 +654,6 @@ async fn consume(
 struct Probed {
     counts: PlanCounts,
     batches: Vec<String>,
-    /// The eligible ids it listed.
-    listed: Bloom,
     /// Its candidates' fingerprints, unless there were too many to verify.
     fingerprints: Option<HashSet<u64>>,
 }

@@ -1,15 +1,14 @@
 //! The check pass: one more read of the references, after the probe and before any deletion.
 //!
-//! It does two things per reference id. **Exact verification:** the candidates are held as
-//! 64-bit fingerprints of their canonical spelling (8 bytes each, not a hash table of strings);
-//! a reference whose fingerprint is among them is a suspect, and suspects are compared exactly,
-//! by text, with the candidates. So a referenced candidate (a Bloom filter bug) is always
-//! caught, and a fingerprint collision only costs that exact comparison. **Missing
-//! references:** a reference to an eligible id that the listing's Bloom filter lacks names a
-//! blob the listing did not see (counted for the breaker in [`crate::breakers`]).
+//! **Exact verification:** the candidates are held as 64-bit fingerprints of their canonical
+//! spelling (8 bytes each, not a hash table of strings); a reference whose fingerprint is among
+//! them is a suspect, and suspects are compared exactly, by text, with the candidates. So a
+//! referenced candidate (a Bloom filter bug) is always caught, and a fingerprint collision only
+//! costs that exact comparison. The exact strategy, which builds no filter, also counts its
+//! distinct references here (for the missing-references breaker, [`crate::breakers`]).
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, non_canonical};
+use crate::filter::{Bloom, FilterParams, non_canonical};
 use crate::functions::for_each_id;
 use crate::generation::{GenerationRule, IdClass};
 use crate::listing::BLOB_ID;
@@ -39,30 +38,33 @@ pub struct Checked {
     /// Non-null reference ids and reference rows read.
     pub ids: u64,
     pub rows: u64,
-    /// Reference ids naming an eligible id, and those of them the listing lacks.
-    pub eligible_references: u64,
-    pub missing_references: u64,
     /// References whose fingerprint is a candidate's: to compare exactly.
     pub suspects: Vec<String>,
+    /// Every reference id, when asked for: the distinct ids are estimated from its bits.
+    pub distinct: Option<Bloom>,
 }
 
 impl Checked {
-    fn add(&mut self, o: Checked) {
+    fn add(&mut self, o: Checked) -> Result<()> {
         self.ids += o.ids;
         self.rows += o.rows;
-        self.eligible_references += o.eligible_references;
-        self.missing_references += o.missing_references;
+        match (&mut self.distinct, o.distinct) {
+            (Some(mine), Some(theirs)) => mine.union_words(&theirs.to_le_bytes())?,
+            (None, theirs) => self.distinct = theirs,
+            (Some(_), None) => {}
+        }
         let room = MAX_SUSPECTS.saturating_sub(self.suspects.len());
         self.suspects.extend(o.suspects.into_iter().take(room));
+        Ok(())
     }
 }
 
 /// Reads every reference once, partition by partition: suspects among `candidates`, and with
-/// `listing`, the references to eligible ids it lacks.
+/// `distinct`, a filter of every reference id.
 pub async fn check_references(
     references: DataFrame,
     candidates: Option<Arc<HashSet<u64>>>,
-    listing: Option<Arc<Bloom>>,
+    distinct: Option<FilterParams>,
     rule: GenerationRule,
 ) -> Result<Checked> {
     let partitions = references
@@ -71,29 +73,27 @@ pub async fn check_references(
         .await?;
     let mut tasks = tokio::task::JoinSet::new();
     for mut stream in partitions {
-        let (candidates, listing) = (candidates.clone(), listing.clone());
+        let candidates = candidates.clone();
         tasks.spawn(async move {
-            let mut c = Checked::default();
+            let mut c = Checked {
+                distinct: distinct.map(Bloom::new).transpose()?,
+                ..Checked::default()
+            };
             while let Some(batch) = stream.try_next().await? {
                 c.rows += batch.num_rows() as u64;
                 for_each_id(batch.column(0), |id| {
                     let Some(id) = id else { return };
                     c.ids += 1;
-                    // Candidates are eligible, under every spelling: other ids need no lookup.
-                    if rule.classify(id) != IdClass::Eligible {
-                        return;
+                    if let Some(d) = &mut c.distinct {
+                        d.insert(id);
                     }
-                    c.eligible_references += 1;
+                    // Candidates are eligible, under every spelling: other ids need no lookup.
                     if let Some(set) = &candidates
+                        && rule.classify(id) == IdClass::Eligible
                         && set.contains(&fingerprint(id))
                         && c.suspects.len() < MAX_SUSPECTS
                     {
                         c.suspects.push(id.to_string());
-                    }
-                    if let Some(listing) = &listing
-                        && !listing.contains(id)
-                    {
-                        c.missing_references += 1;
                     }
                 })?;
             }
@@ -102,7 +102,7 @@ pub async fn check_references(
     }
     let mut checked = Checked::default();
     while let Some(done) = tasks.join_next().await {
-        checked.add(done.map_err(|e| Error::runtime(format!("reference check failed: {e}")))??);
+        checked.add(done.map_err(|e| Error::runtime(format!("reference check failed: {e}")))??)?;
     }
     Ok(checked)
 }
