@@ -42,8 +42,8 @@ enum Command {
         #[command(flatten)]
         job: JobArgs,
         /// The plan directory to create (a path or URL; must not hold a plan already); default
-        /// with --plan-root: PLAN_ROOT/RUN_ID.
-        #[arg(long, value_name = "DIR", required_unless_present = "plan_root")]
+        /// with a plan root (flag or job file): PLAN_ROOT/RUN_ID.
+        #[arg(long, value_name = "DIR")]
         out: Option<String>,
     },
     /// Execute a plan's deletion batches, or resume an interrupted sweep.
@@ -178,7 +178,11 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             let dir = match (&out, &root) {
                 (Some(out), _) => new_plan_dir(out, "--out").await?,
                 (None, Some(root)) => root.plan_dir(&job.run_id)?,
-                (None, None) => return Err(Error::usage("--out or --plan-root is required")),
+                (None, None) => {
+                    return Err(Error::usage(
+                        "--out DIR is required (or a plan root: --plan-root or plan_root in the job file)",
+                    ));
+                }
             };
             let lease = take_lease(&job, root.as_ref()).await?;
             let planned = plan(&job, &dir, &spinner()).await;

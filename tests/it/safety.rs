@@ -265,3 +265,39 @@ fn a_quarantine_inside_the_store_is_never_listed() {
         out.stderr
     );
 }
+
+#[test]
+fn a_plan_under_a_plan_root_is_swept_under_its_lease() {
+    let f = Fixture::new();
+    let orphan = id(557, "orphan");
+    f.blobs(std::slice::from_ref(&orphan));
+    let refs = f.refs("messages", &[id(557, "elsewhere")]);
+    let (store, root) = (f.store_url(), f.path("plans").display().to_string());
+    let planned = f.blobgc(&[
+        "plan",
+        "--store",
+        &store,
+        "--now",
+        T2,
+        "--refs",
+        &refs,
+        "--plan-root",
+        &root,
+    ]);
+    assert_eq!(planned.code, 0, "{}", planned.stderr);
+    let plan = planned.report.as_ref().unwrap()["plan"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("/plans/2"), "{plan}");
+    assert!(f.left().contains(&orphan), "planning deletes nothing");
+    hold_lease(&f, "2999-01-01T00:00:00Z");
+    let refused = f.blobgc(&["sweep", "--plan", &plan]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert!(f.left().contains(&orphan));
+    std::fs::remove_file(lease_file(&f)).unwrap();
+    let swept = f.blobgc(&["sweep", "--plan", &plan]);
+    assert_eq!(swept.code, 0, "{}", swept.stderr);
+    assert!(!f.left().contains(&orphan));
+    assert!(!lease_file(&f).exists());
+}
