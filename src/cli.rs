@@ -242,19 +242,11 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
                 .transpose()?
                 .unwrap_or_default();
             configure_s3(args.s3.or(file.s3.unwrap_or_default()));
-            let options = SweepOptions {
-                concurrency: args
-                    .delete_concurrency
-                    .or(file.delete_concurrency)
-                    .unwrap_or(SweepOptions::default().concurrency),
-                store: args.store,
-                max_deletes_per_second: args.max_deletes_per_second.or(file.max_deletes_per_second),
-            };
-            if options.concurrency == 0 || options.max_deletes_per_second == Some(0) {
-                return Err(Error::usage(
-                    "--delete-concurrency and --max-deletes-per-second must be >= 1",
-                ));
-            }
+            let options = SweepOptions::from_flags(
+                args.delete_concurrency.or(file.delete_concurrency),
+                args.max_deletes_per_second.or(file.max_deletes_per_second),
+                args.store,
+            )?;
             let dir = PlanDir::new(Location::parse(&args.plan, "--plan")?);
             let planned = dir.read_summary().await?;
             // A resumed sweep is the same run as its plan: it takes (or retakes) that run's lease.

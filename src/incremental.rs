@@ -435,14 +435,11 @@ impl IncrementalArgs {
             batch_size: self.batch_size.or(file.batch_size).unwrap_or(1000),
             dry_run: self.dry_run || file.dry_run,
             partitions: self.partitions.or(file.partitions).unwrap_or(2),
-            sweep: SweepOptions {
-                concurrency: self
-                    .delete_concurrency
-                    .or(file.delete_concurrency)
-                    .unwrap_or(SweepOptions::default().concurrency),
-                store: None,
-                max_deletes_per_second: self.max_deletes_per_second.or(file.max_deletes_per_second),
-            },
+            sweep: SweepOptions::from_flags(
+                self.delete_concurrency.or(file.delete_concurrency),
+                self.max_deletes_per_second.or(file.max_deletes_per_second),
+                None,
+            )?,
         };
         if !(job.fpp > 0.0 && job.fpp < 1.0) {
             return Err(Error::usage(format!(
@@ -450,10 +447,8 @@ impl IncrementalArgs {
                 job.fpp
             )));
         }
-        if job.batch_size == 0 || job.partitions == 0 || job.sweep.concurrency == 0 {
-            return Err(Error::usage(
-                "--batch-size, --partitions and --delete-concurrency must be >= 1",
-            ));
+        if job.batch_size == 0 || job.partitions == 0 {
+            return Err(Error::usage("--batch-size and --partitions must be >= 1"));
         }
         crate::store::configure_s3(self.s3.or(file.s3));
         Ok((

@@ -51,6 +51,27 @@ impl Default for SweepOptions {
     }
 }
 
+impl SweepOptions {
+    /// The options of the `--delete-concurrency` and `--max-deletes-per-second` flags (or job
+    /// keys), checked: both must be at least 1.
+    pub fn from_flags(
+        concurrency: Option<usize>,
+        max_deletes_per_second: Option<u32>,
+        store: Option<String>,
+    ) -> Result<Self> {
+        if concurrency == Some(0) || max_deletes_per_second == Some(0) {
+            return Err(Error::usage(
+                "--delete-concurrency and --max-deletes-per-second must be >= 1",
+            ));
+        }
+        Ok(SweepOptions {
+            concurrency: concurrency.unwrap_or(SweepOptions::default().concurrency),
+            store,
+            max_deletes_per_second,
+        })
+    }
+}
+
 /// Spaces deletions out to at most `per_second` keys a second: each request reserves its
 /// slot in time, so concurrent batches share the budget.
 struct RateLimit {

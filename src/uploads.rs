@@ -427,19 +427,13 @@ impl UploadsArgs {
             expired_out: need(self.expired_out.or(file.expired_out), "--expired-out")?,
             batch_size: self.batch_size.or(file.batch_size).unwrap_or(1000),
             dry_run: self.dry_run || file.dry_run,
-            sweep: SweepOptions {
-                concurrency: self
-                    .delete_concurrency
-                    .or(file.delete_concurrency)
-                    .unwrap_or(SweepOptions::default().concurrency),
-                store: None,
-                max_deletes_per_second: self.max_deletes_per_second.or(file.max_deletes_per_second),
-            },
+            sweep: SweepOptions::from_flags(
+                self.delete_concurrency.or(file.delete_concurrency),
+                self.max_deletes_per_second.or(file.max_deletes_per_second),
+                None,
+            )?,
         };
         job.validate()?;
-        if job.sweep.concurrency == 0 {
-            return Err(Error::usage("--delete-concurrency must be >= 1"));
-        }
         crate::store::configure_s3(self.s3.or(file.s3));
         Ok((
             job,
