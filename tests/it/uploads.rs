@@ -130,7 +130,11 @@ fn a_ttl_under_one_hour_is_refused() {
     assert_eq!(f.left(), set(&["old"]));
     let out = uploads(&f, &table, &["--max-deletes-per-second", "0"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("--max-deletes-per-second"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--max-deletes-per-second"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(f.left(), set(&["old"]));
     let out = uploads(&f, &table, &["--ttl", "1h"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
