@@ -373,10 +373,19 @@ async fn take_lease(job: &Job, root: Option<&PlanRoot>) -> Result<Option<Lease>>
 
 /// Gives `lease` back, then returns `result`: whatever the outcome, the lease is released.
 async fn give_back<T>(lease: Option<Lease>, result: Result<T>) -> Result<T> {
-    if let Some(lease) = lease {
-        lease.release().await?;
+    let released = match lease {
+        Some(lease) => lease.release().await,
+        None => Ok(()),
+    };
+    match (result, released) {
+        (Ok(value), released) => released.map(|()| value),
+        // The run's own failure is the one to report; the lease expires in any case.
+        (Err(e), Err(release)) => {
+            tracing::warn!(%release, "could not give the lease back");
+            Err(e)
+        }
+        (Err(e), Ok(())) => Err(e),
     }
-    result
 }
 
 /// Plan, then sweep unless aborted or dry. Under a plan root the plan is kept as the run's

@@ -23,11 +23,13 @@ use crate::references::{self, SourceSpec};
 use crate::report::Status;
 use crate::store::Location;
 use crate::sweep::{SweepOptions, sweep};
+use arrow::array::Array;
 use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
-use datafusion::logical_expr::{JoinType, col, lit};
+use datafusion::functions_aggregate::expr_fn::sum;
+use datafusion::logical_expr::{JoinType, col, lit, when};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use indicatif::ProgressBar;
@@ -79,6 +81,8 @@ pub struct IncrementalReport {
     /// Rows of iterations up to this one left for a later iteration (generation too young).
     pub carried_over_rows: u64,
     pub concerned_blob_count: u64,
+    /// Blobs whose id names a younger generation than their Deletions row: kept.
+    pub younger_id_count: u64,
     pub reference_count: u64,
     /// Concerned blobs some reference names: kept.
     pub referenced_blob_count: u64,
@@ -122,7 +126,6 @@ pub async fn run(
     for column in [BLOB_ID, GENERATION, GC_ITERATION] {
         references::field(&deletions, column, &what)?;
     }
-    let deletion_rows = deletions.clone().count().await? as u64;
     let spec = SourceSpec {
         name: "references".into(),
         url: job.references.clone(),
@@ -134,20 +137,44 @@ pub async fn run(
     let threshold = job.current_generation - job.generation_lag as i64;
     let generation = datafusion::logical_expr::cast(col(GENERATION), DataType::Int64);
     let iteration = datafusion::logical_expr::cast(col(GC_ITERATION), DataType::Int64);
-    let due = deletions
-        .clone()
-        .filter(iteration.lt_eq(lit(job.iteration)))?;
-    let pending_rows = due.clone().count().await? as u64;
-    let processed = due.filter(generation.lt_eq(lit(threshold)))?;
-    let processed_rows = processed.clone().count().await? as u64;
-    let concerned = strings(
-        processed
+    let due = iteration.clone().lt_eq(lit(job.iteration));
+    let processed = due.clone().and(generation.clone().lt_eq(lit(threshold)));
+    let undecidable = col(BLOB_ID)
+        .is_null()
+        .or(generation.is_null())
+        .or(iteration.is_null());
+    let [
+        deletion_rows,
+        undecidable_rows,
+        pending_rows,
+        processed_rows,
+    ] = counts(
+        deletions.clone(),
+        [lit(true), undecidable, due, processed.clone()],
+        &what,
+    )
+    .await?;
+    if undecidable_rows > 0 {
+        return Err(Error::aborted(format!(
+            "{what}: {undecidable_rows} row(s) lack a blob_id, generation or gc_iteration: \
+             their deletion cannot be decided"
+        )));
+    }
+    let (young, concerned): (Vec<String>, Vec<String>) = strings(
+        deletions
+            .clone()
+            .filter(processed)?
             .select(vec![col(BLOB_ID)])?
-            .filter(col(BLOB_ID).is_not_null())?
             .distinct()?,
         "reading the Deletions table",
     )
-    .await?;
+    .await?
+    .into_iter()
+    .partition(|id| younger_than_its_row(id, threshold));
+    if !young.is_empty() {
+        tracing::warn!(count = young.len(), examples = ?&young[..young.len().min(5)],
+            "Deletions rows older than their blob id's own generation: kept");
+    }
     progress.set_message(format!("checking {} concerned blobs", concerned.len()));
 
     let params = FilterParams::for_items(
@@ -216,6 +243,7 @@ pub async fn run(
         processed_rows,
         carried_over_rows: pending_rows - processed_rows,
         concerned_blob_count: concerned.len() as u64,
+        younger_id_count: young.len() as u64,
         reference_count: refs.rows,
         referenced_blob_count,
         candidate_count: candidates.len() as u64,
@@ -245,6 +273,45 @@ pub async fn run(
     }
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Whether `id` names, in its own `{family}_{generation}_` prefix, a generation younger than
+/// the table's row says: the table is wrong, and the id, which the blob store itself wrote,
+/// wins. Such a blob is kept (its rows stay in the table).
+fn younger_than_its_row(id: &str, threshold: i64) -> bool {
+    crate::blob_id::BlobId::parse(id)
+        .is_ok_and(|b| b.family != 0 && i64::try_from(b.generation).map_or(true, |g| g > threshold))
+}
+
+/// How many rows of `df` each of `conditions` holds, in one pass.
+async fn counts<const N: usize>(
+    df: DataFrame,
+    conditions: [datafusion::logical_expr::Expr; N],
+    what: &str,
+) -> Result<[u64; N]> {
+    let sums = conditions
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Ok(sum(when(c, lit(1i64)).otherwise(lit(0i64))?).alias(format!("c{i}"))))
+        .collect::<Result<Vec<_>>>()?;
+    let batches = df
+        .aggregate(vec![], sums)?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("{what}: {e}")))?;
+    let mut out = [0u64; N];
+    if let Some(row) = batches.iter().find(|b| b.num_rows() > 0) {
+        for (i, slot) in out.iter_mut().enumerate() {
+            let column = cast(row.column(i), &DataType::Int64)?;
+            let column = column.as_primitive::<arrow::datatypes::Int64Type>();
+            *slot = if column.is_null(0) {
+                0
+            } else {
+                column.value(0).max(0) as u64
+            };
+        }
+    }
+    Ok(out)
 }
 
 /// The canonical spelling of an id (`1_0557_x` is `1_557_x`), so that spellings compare equal.

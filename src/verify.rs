@@ -144,16 +144,3 @@ pub async fn confirm(
     }
     Ok(found)
 }
-
-/// The candidates of `batches` that some reference names, exactly; at most `limit` of them.
-pub async fn verify_candidates(
-    references: DataFrame,
-    dir: &PlanDir,
-    batches: &[String],
-    rule: GenerationRule,
-    limit: usize,
-) -> Result<Vec<String>> {
-    let set = Arc::new(fingerprints(dir, batches).await?);
-    let checked = check_references(references, Some(set), None, rule).await?;
-    confirm(dir, batches, &checked.suspects, limit).await
-}

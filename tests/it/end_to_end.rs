@@ -257,7 +257,12 @@ async fn exact_verification_finds_a_referenced_candidate() {
         current_generation: 559,
     };
     let batches = ["buggy".to_string()];
-    let found = blobgc::verify::verify_candidates(source.ids, &dir, &batches, rule, 5)
+    let fingerprints =
+        std::sync::Arc::new(blobgc::verify::fingerprints(&dir, &batches).await.unwrap());
+    let checked = blobgc::verify::check_references(source.ids, Some(fingerprints), None, rule)
+        .await
+        .unwrap();
+    let found = blobgc::verify::confirm(&dir, &batches, &checked.suspects, 5)
         .await
         .unwrap();
     assert_eq!(found, vec![referenced]);
