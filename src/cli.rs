@@ -3,6 +3,7 @@
 //!
 //! stdout carries only the JSON report, as its last line; people read stderr.
 
+use crate::cluster::process::{ExecutorArgs, SchedulerArgs};
 use crate::error::{Error, Result};
 use crate::generation::parse_duration;
 use crate::incremental::{self, IncrementalArgs};
@@ -56,6 +57,10 @@ enum Command {
     Purge(PurgeArgs),
     /// Move quarantined blobs back into the store.
     Restore(RestoreArgs),
+    /// A Ballista scheduler with blobgc's functions: `run --scheduler df://HOST:PORT` submits to it.
+    Scheduler(SchedulerArgs),
+    /// A Ballista executor with blobgc's functions, serving the scheduler given.
+    Executor(ExecutorArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -114,11 +119,34 @@ struct SweepArgs {
     /// Keys deleted per second at most (default: no limit).
     #[arg(long, value_name = "N")]
     max_deletes_per_second: Option<u32>,
+    /// Sweep on this Ballista cluster (`df://HOST:PORT`): each executor task deletes its own
+    /// batches.
+    #[arg(long, value_name = "URL")]
+    scheduler: Option<String>,
+    /// Partitions the batches are spread over on a cluster (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    partitions: Option<usize>,
     #[command(flatten)]
     s3: S3Options,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+}
+
+/// Runs a scheduler or an executor until it stops; the process exit code.
+fn serve(runtime: &tokio::runtime::Runtime, command: Command) -> i32 {
+    let served = match command {
+        Command::Scheduler(args) => runtime.block_on(crate::cluster::process::scheduler(args)),
+        Command::Executor(args) => runtime.block_on(crate::cluster::process::executor(args)),
+        _ => Err(Error::runtime("not a cluster process")),
+    };
+    match served {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("blobgc: error: {e}");
+            e.exit_code()
+        }
+    }
 }
 
 /// Runs the command line; returns the process exit code.
@@ -127,7 +155,13 @@ pub fn main() -> i32 {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // Cluster processes are services: operators read what they do.
+                match cli.command {
+                    Command::Scheduler(_) | Command::Executor(_) => "info".into(),
+                    _ => "warn".into(),
+                }
+            }),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -140,6 +174,9 @@ pub fn main() -> i32 {
             return 1;
         }
     };
+    if matches!(cli.command, Command::Scheduler(_) | Command::Executor(_)) {
+        return serve(&runtime, cli.command);
+    }
     match runtime.block_on(dispatch(cli.command)) {
         Ok((report, report_file)) => {
             eprint!("{}", report.human());
@@ -234,6 +271,9 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
             Ok((Output::Restore(report), args.report))
         }
+        Command::Scheduler(_) | Command::Executor(_) => Err(Error::usage(
+            "scheduler and executor are processes, not jobs",
+        )),
         Command::Sweep(args) => {
             let file = args
                 .job
@@ -263,7 +303,11 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
                 ),
                 None => None,
             };
-            let swept = sweep(&dir, &options, &bar()).await;
+            let on = Cluster {
+                scheduler: args.scheduler.clone(),
+                partitions: args.partitions.unwrap_or_else(crate::job::default_partitions),
+            };
+            let swept = sweep_plan(&dir, &options, &on).await;
             let (summary, metrics) = give_back(lease, swept).await?;
             Ok((
                 Output::Gc(Box::new(Report::new(
@@ -399,6 +443,12 @@ pub async fn run(job: &Job) -> Result<Report> {
 }
 
 async fn run_leased(job: &Job, root: Option<&PlanRoot>, lease: Option<&Lease>) -> Result<Report> {
+    if job.scheduler.is_some() && job.plan_dir.is_none() && root.is_none() {
+        return Err(Error::usage(
+            "--scheduler needs --plan-dir or --plan-root where the executors can read and write \
+             (a temporary directory of this process is out of their reach)",
+        ));
+    }
     let (dir, temporary) = match (&job.plan_dir, root) {
         (None, Some(root)) => (root.plan_dir(&job.run_id)?, None),
         (given, _) => plan_dir_or_temporary(given.as_deref(), &job.run_id).await?,
@@ -416,7 +466,11 @@ async fn run_leased(job: &Job, root: Option<&PlanRoot>, lease: Option<&Lease>) -
             store: None,
             max_deletes_per_second: job.max_deletes_per_second,
         };
-        Some(sweep(&dir, &options, &bar()).await?.1)
+        let on = Cluster {
+            scheduler: job.scheduler.clone(),
+            partitions: job.partitions,
+        };
+        Some(sweep_plan(&dir, &options, &on).await?.1)
     } else {
         None
     };
@@ -425,6 +479,27 @@ async fn run_leased(job: &Job, root: Option<&PlanRoot>, lease: Option<&Lease>) -
         report.plan = format!("{} (temporary, removed)", report.plan);
     }
     Ok(report)
+}
+
+/// Where a sweep runs: in this process, or on a Ballista cluster.
+struct Cluster {
+    scheduler: Option<String>,
+    partitions: usize,
+}
+
+async fn sweep_plan(
+    dir: &PlanDir,
+    options: &SweepOptions,
+    on: &Cluster,
+) -> Result<(crate::plan::PlanSummary, crate::sweep::SweepMetrics)> {
+    match &on.scheduler {
+        None => sweep(dir, options, &bar()).await,
+        Some(url) => {
+            let s3 = crate::store::configured_s3();
+            let ctx = crate::cluster::remote(url, on.partitions, &s3).await?;
+            crate::sweep::sweep_on_cluster(&ctx, dir, options, &s3, &bar()).await
+        }
+    }
 }
 
 /// The plan directory given, or a fresh temporary one (returned too, to remove afterwards).

@@ -1,8 +1,13 @@
 //! The DataFusion functions of a GC plan, registered on every session that runs one:
 //!
-//! - `blobgc_bloom_build(id, num_bits, num_hashes, seed_hex)`: aggregate; each partition builds
-//!   a partial filter (Partial), partials are OR-merged (Final), the result is the filter's words.
-//! - `blobgc_bloom_contains(id, filter_location)`: whether the stored filter may hold `id`.
+//! - `blobgc_bloom_build(id, num_bits, num_hashes, seed_hex, fpp)`: aggregate; each partition
+//!   builds a partial filter (Partial), partials are OR-merged (Final) and the merged filter is
+//!   folded to the distinct ids it holds at `fpp`; the result is the encoded filter, which the
+//!   plan writes to storage from the reduce stage itself.
+//! - `blobgc_bloom_contains(id, filter_location, sha256)`: whether the stored filter may hold
+//!   `id`; the filter is loaded once per process and checked against its checksum.
+//! - `blobgc_sweep_batches(batch, plan_dir, store, rate)`: executes deletion batches where it
+//!   runs (see [`crate::sweep`]); the cluster's sweep.
 //! - `blobgc_id_class(id, family, current_generation)`: [`IdClass`] of a listed id as `UInt8`.
 //! - `blobgc_canonical_id(id)`: the canonical spelling of an id (`1_0557_x` is `1_557_x`), for
 //!   exact joins that must match every spelling of a reference.
@@ -34,10 +39,25 @@ pub const CANONICAL_ID: &str = "blobgc_canonical_id";
 
 /// Registers blobgc's functions on a session.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udaf(bloom_build());
-    ctx.register_udf(bloom_contains());
-    ctx.register_udf(id_class());
-    ctx.register_udf(canonical_id());
+    aggregate_functions()
+        .into_iter()
+        .for_each(|f| ctx.register_udaf(f));
+    scalar_functions()
+        .into_iter()
+        .for_each(|f| ctx.register_udf(f));
+}
+
+pub fn scalar_functions() -> Vec<ScalarUDF> {
+    vec![
+        bloom_contains(),
+        id_class(),
+        canonical_id(),
+        crate::sweep::sweep_batches(),
+    ]
+}
+
+pub fn aggregate_functions() -> Vec<AggregateUDF> {
+    vec![bloom_build()]
 }
 
 pub fn canonical_id() -> ScalarUDF {
@@ -48,13 +68,13 @@ pub fn canonical_id() -> ScalarUDF {
 
 pub fn bloom_build() -> AggregateUDF {
     AggregateUDF::from(BloomBuild {
-        signature: Signature::any(4, Volatility::Immutable),
+        signature: Signature::any(5, Volatility::Immutable),
     })
 }
 
 pub fn bloom_contains() -> ScalarUDF {
     ScalarUDF::from(BloomContains {
-        signature: Signature::any(2, Volatility::Immutable),
+        signature: Signature::any(3, Volatility::Immutable),
     })
 }
 
@@ -137,8 +157,12 @@ impl AggregateUDFImpl for BloomBuild {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let [_, bits, hashes, seed] = args.exprs else {
-            return exec_err!("{BLOOM_BUILD} takes (id, num_bits, num_hashes, seed_hex)");
+        let [_, bits, hashes, seed, fpp] = args.exprs else {
+            return exec_err!("{BLOOM_BUILD} takes (id, num_bits, num_hashes, seed_hex, fpp)");
+        };
+        let fpp = match literal(fpp, "fpp")?.cast_to(&DataType::Float64)? {
+            ScalarValue::Float64(Some(f)) if f > 0.0 && f < 1.0 => f,
+            other => return exec_err!("{BLOOM_BUILD}: fpp must be in (0, 1), got {other}"),
         };
         let seed_hex = scalar_str(&literal(seed, "seed")?, "seed")?;
         let params = FilterParams {
@@ -149,13 +173,14 @@ impl AggregateUDFImpl for BloomBuild {
                 .map_err(|e| exec_datafusion_err!("seed {seed_hex:?}: {e}"))?,
         };
         let bloom = Bloom::new(params).map_err(|e| exec_datafusion_err!("{e}"))?;
-        Ok(Box::new(BloomAccumulator { bloom }))
+        Ok(Box::new(BloomAccumulator { bloom, fpp }))
     }
 }
 
 #[derive(Debug)]
 struct BloomAccumulator {
     bloom: Bloom,
+    fpp: f64,
 }
 
 impl Accumulator for BloomAccumulator {
@@ -178,11 +203,16 @@ impl Accumulator for BloomAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![self.evaluate()?])
+        Ok(vec![ScalarValue::Binary(Some(self.bloom.to_le_bytes()))])
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        Ok(ScalarValue::Binary(Some(self.bloom.to_le_bytes())))
+        let fitted = self
+            .bloom
+            .clone()
+            .fit(self.fpp)
+            .map_err(|e| exec_datafusion_err!("{e}"))?;
+        Ok(ScalarValue::Binary(Some(fitted.encode())))
     }
 
     fn size(&self) -> usize {
@@ -214,7 +244,13 @@ impl ScalarUDFImpl for BloomContains {
             &scalar_arg(&args.args[1], "filter location")?,
             "filter location",
         )?;
-        let bloom = load_cached(&location).map_err(|e| exec_datafusion_err!("{e}"))?;
+        let checksum = scalar_str(
+            &scalar_arg(&args.args[2], "filter checksum")?,
+            "filter checksum",
+        )?;
+        let s3 = crate::cluster::job_s3(&args.config_options);
+        let bloom =
+            load_cached(&location, &checksum, &s3).map_err(|e| exec_datafusion_err!("{e}"))?;
         let ids = args.args[0].to_array(args.number_rows)?;
         let mut out = Vec::with_capacity(ids.len());
         // A null id cannot be deleted by name: report it referenced, the safe answer.

@@ -184,9 +184,12 @@ pub async fn run(
     );
     let mut bloom = Bloom::new(params)?;
     concerned.iter().for_each(|id| bloom.insert(id));
-    let location = dir.write_filter(bloom.encode()).await?;
+    let (location, checksum) = dir
+        .write_filter(&format!("filter-{}.bloom", job.run_id), bloom.encode())
+        .await?;
     drop(bloom);
-    let maybe = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location)]);
+    let maybe =
+        functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
     let found: HashSet<String> = strings(refs.ids.clone().filter(maybe)?, "reading References")
         .await?
         .into_iter()

@@ -79,6 +79,8 @@ pub struct Job {
     pub breakers: crate::breakers::Thresholds,
     /// Move candidates under this prefix instead of deleting them.
     pub quarantine: Option<String>,
+    /// A Ballista scheduler (`df://HOST:PORT`) to run every stage on; None: in-process.
+    pub scheduler: Option<String>,
     pub s3: S3Options,
 }
 
@@ -113,6 +115,7 @@ impl Job {
             lease_ttl_seconds: DEFAULT_LEASE_TTL_SECONDS,
             breakers: crate::breakers::Thresholds::default(),
             quarantine: None,
+            scheduler: None,
             s3: S3Options::default(),
         }
     }
@@ -203,7 +206,7 @@ pub fn random_salt() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
-fn default_partitions() -> usize {
+pub fn default_partitions() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
@@ -241,6 +244,7 @@ pub struct JobFile {
     pub max_missing_references: Option<f64>,
     pub breaker_floor: Option<u64>,
     pub quarantine: Option<String>,
+    pub scheduler: Option<String>,
     pub s3: Option<S3Options>,
 }
 
@@ -364,6 +368,10 @@ pub struct JobArgs {
     /// purge` deletes them later, `blobgc restore` puts them back.
     #[arg(long, value_name = "URL")]
     pub quarantine: Option<String>,
+    /// Run every stage on this Ballista cluster (`df://HOST:PORT`, see `blobgc scheduler`);
+    /// default: in-process. The plan directory must be reachable from its executors.
+    #[arg(long, value_name = "URL")]
+    pub scheduler: Option<String>,
 }
 
 impl JobArgs {
@@ -468,6 +476,7 @@ impl JobArgs {
             .unwrap_or(b.max_missing_references);
         b.floor = self.breaker_floor.or(file.breaker_floor).unwrap_or(b.floor);
         job.quarantine = self.quarantine.clone().or(file.quarantine);
+        job.scheduler = self.scheduler.clone().or(file.scheduler);
         job.validate()?;
         Ok(job)
     }

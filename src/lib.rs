@@ -11,11 +11,13 @@
 //!    [`plan_dir`];
 //! 4. [`sweep`]: the batches are deleted from the [`store`], resumably.
 //!
-//! The [`report`] tells what happened; [`job`] and [`cli`] are the outside interface.
+//! The [`report`] tells what happened; [`job`] and [`cli`] are the outside interface; the
+//! [`cluster`] runs the same plan on Ballista.
 
 pub mod blob_id;
 pub mod breakers;
 pub mod cli;
+pub mod cluster;
 pub mod error;
 pub mod filter;
 pub mod functions;

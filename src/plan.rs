@@ -27,12 +27,16 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int64Type, UInt8Type};
 use chrono::{DateTime, Utc};
+use crate::filter::StoredFilter;
+use datafusion::common::config::TableParquetOptions;
+use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::functions::string::expr_fn::starts_with;
 use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{JoinType, Partitioning, col, lit, not, when};
+use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, sum};
+use datafusion::logical_expr::{JoinType, Partitioning, cast as cast_expr, col, lit, not, when};
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::TryStreamExt;
 use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
@@ -157,6 +161,9 @@ pub struct FilterSummary {
     #[serde(default)]
     pub built_bits: u64,
     pub location: String,
+    /// SHA-256 of the encoded filter: every process loading it checks it.
+    #[serde(default)]
+    pub checksum: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -241,7 +248,11 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             root.location
         )));
     }
-    let ctx = session(job.partitions);
+    let remote = job.scheduler.is_some();
+    let ctx = match &job.scheduler {
+        Some(url) => crate::cluster::remote(url, job.partitions, &job.s3).await?,
+        None => session(job.partitions),
+    };
     let mut summary = PlanSummary {
         run_id: job.run_id.clone(),
         status: PlanStatus::Planned,
@@ -309,13 +320,14 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 job.fpp,
                 FilterParams::seed_from_salt(&job.salt),
             );
-            let (bloom, ids, rows) = build_filter(references.clone(), built).await?;
-            let bloom = bloom.fit(job.fpp)?;
+            let (stored, ids, rows) =
+                build_filter(references.clone(), built, job.fpp, dir, &summary.run_id).await?;
+            let bloom = stored.bloom;
             let params = bloom.params();
             summary.counts.reference_count = ids;
             summary.counts.null_reference_count = rows - ids;
             let estimated_fpp = bloom.estimated_fpp();
-            let location = dir.write_filter(bloom.encode()).await?;
+            let location = stored.location;
             summary.filter = Some(FilterSummary {
                 params,
                 expected_items,
@@ -326,6 +338,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 estimated_items: bloom.estimated_items() as u64,
                 built_bits: built.num_bits,
                 location: location.clone(),
+                checksum: stored.checksum.clone(),
             });
             drop(bloom);
             summary.filter_seconds = started.elapsed().as_secs_f64();
@@ -337,7 +350,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 );
                 return abort(dir, summary, reason).await;
             }
-            Some(location)
+            Some((location, stored.checksum))
         }
         Strategy::Exact => None,
     };
@@ -346,6 +359,11 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     progress.set_message("listing and probing blobs");
     let mut listed = match &job.inventory {
         Some(url) => listing::inventory(&ctx, url).await?,
+        None if remote => {
+            // A live listing streams from this process: executors read it as an inventory.
+            let url = listing_as_inventory(&store, job, dir).await?;
+            listing::inventory(&ctx, &url).await?
+        }
         None => listing::live(&ctx, &store, job.list_concurrency).await?,
     };
     if let Some(Some(prefix)) = &quarantine {
@@ -358,9 +376,12 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     ]);
     let eligible = col("class").eq(lit(IdClass::Eligible as u8));
     let probed = match &location {
-        Some(location) => {
-            let referenced =
-                functions::bloom_contains().call(vec![col(BLOB_ID), lit(location.as_str())]);
+        Some((location, checksum)) => {
+            let referenced = functions::bloom_contains().call(vec![
+                col(BLOB_ID),
+                lit(location.as_str()),
+                lit(checksum.as_str()),
+            ]);
             listed
                 .repartition(Partitioning::RoundRobinBatch(job.partitions.max(1)))?
                 .select(vec![
@@ -403,36 +424,41 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 ])?
         }
     };
-    let partitions = probed.execute_stream_partitioned().await?;
     // Candidates are fingerprinted as they are found, for the exact verification, unless the
     // job turns it off (or the exact strategy makes it pointless).
     let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
-    // A JoinSet: should one partition fail, dropping it stops the others writing batches.
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, stream) in partitions.into_iter().enumerate() {
-        let writer = BatchWriter::new(
-            dir.clone(),
-            format!("{}-p{i:04}", summary.run_id),
-            job.batch_size,
-        );
-        let fingerprints = verifying.then(HashSet::new);
-        tasks.spawn(consume(
-            stream,
-            writer,
-            fingerprints,
-            job.verify_limit,
-            progress.clone(),
-        ));
-    }
-    let mut fingerprints = verifying.then(HashSet::new);
-    while let Some(done) = tasks.join_next().await {
-        let p = done.map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
+    let mut fingerprints = (verifying && !remote).then(HashSet::new);
+    if remote {
+        let p = probe_on_cluster(probed, dir, &summary.run_id, job.batch_size, progress).await?;
         summary.counts.add(p.counts);
         summary.batches.extend(p.batches);
-        fingerprints = fingerprints.zip(p.fingerprints).map(|(mut all, part)| {
-            all.extend(part);
-            all
-        });
+    } else {
+        let partitions = probed.execute_stream_partitioned().await?;
+        // A JoinSet: should one partition fail, dropping it stops the others writing batches.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, stream) in partitions.into_iter().enumerate() {
+            let writer = BatchWriter::new(
+                dir.clone(),
+                format!("{}-p{i:04}", summary.run_id),
+                job.batch_size,
+            );
+            tasks.spawn(consume(
+                stream,
+                writer,
+                fingerprints.as_ref().map(|_| HashSet::new()),
+                job.verify_limit,
+                progress.clone(),
+            ));
+        }
+        while let Some(done) = tasks.join_next().await {
+            let p = done.map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
+            summary.counts.add(p.counts);
+            summary.batches.extend(p.batches);
+            fingerprints = fingerprints.zip(p.fingerprints).map(|(mut all, part)| {
+                all.extend(part);
+                all
+            });
+        }
     }
     summary.batches.sort();
     summary.listing_seconds = started.elapsed().as_secs_f64();
@@ -464,36 +490,51 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             Verify::Off => false,
             Verify::Auto => summary.counts.candidate_count <= job.verify_limit,
         };
-    let fingerprints = match fingerprints {
-        Some(set) if verify => Some(Arc::new(set)),
-        // Past the limit while probing: `--verify exact` reads them back from the batches.
-        None if verify => Some(Arc::new(verify::fingerprints(dir, &summary.batches).await?)),
-        _ => None,
-    };
     let started = Instant::now();
-    // One more pass over the references when verifying, and for the exact strategy, which has
-    // no filter to count the distinct references with.
     let exact = job.strategy == Strategy::Exact;
     let mut found = Vec::new();
-    if fingerprints.is_some() || exact {
-        progress.set_message("verifying candidates against every reference");
-        let distinct = exact.then(|| {
-            FilterParams::for_items(
-                expected_items,
-                job.fpp,
-                FilterParams::seed_from_salt(&job.salt),
-            )
-        });
-        let checked = verify::check_references(references, fingerprints, distinct, rule).await?;
+    if remote {
         if exact {
-            summary.counts.reference_count = checked.ids;
-            summary.counts.null_reference_count = checked.rows - checked.ids;
+            progress.set_message("counting references");
+            let c = count_on_cluster(references.clone()).await?;
+            summary.counts.reference_count = c.ids;
+            summary.counts.null_reference_count = c.rows - c.ids;
+            summary.counts.distinct_reference_count = c.distinct;
         }
-        if let Some(d) = &checked.distinct {
-            summary.counts.distinct_reference_count = d.estimated_items() as u64;
+        if verify {
+            progress.set_message("verifying candidates against every reference");
+            found = verify_on_cluster(&ctx, dir, &summary.batches, references).await?;
         }
-        found =
-            verify::confirm(dir, &summary.batches, &checked.suspects, MALFORMED_EXAMPLES).await?;
+    } else {
+        let fingerprints = match fingerprints {
+            Some(set) if verify => Some(Arc::new(set)),
+            // Past the limit while probing: `--verify exact` reads them back from the batches.
+            None if verify => Some(Arc::new(verify::fingerprints(dir, &summary.batches).await?)),
+            _ => None,
+        };
+        // One more pass over the references when verifying, and for the exact strategy, which
+        // has no filter to count the distinct references with.
+        if fingerprints.is_some() || exact {
+            progress.set_message("verifying candidates against every reference");
+            let distinct = exact.then(|| {
+                FilterParams::for_items(
+                    expected_items,
+                    job.fpp,
+                    FilterParams::seed_from_salt(&job.salt),
+                )
+            });
+            let checked =
+                verify::check_references(references, fingerprints, distinct, rule).await?;
+            if exact {
+                summary.counts.reference_count = checked.ids;
+                summary.counts.null_reference_count = checked.rows - checked.ids;
+            }
+            if let Some(d) = &checked.distinct {
+                summary.counts.distinct_reference_count = d.estimated_items() as u64;
+            }
+            found = verify::confirm(dir, &summary.batches, &checked.suspects, MALFORMED_EXAMPLES)
+                .await?;
+        }
     }
     summary.verified = verify || exact;
     summary.verify_seconds = started.elapsed().as_secs_f64();
@@ -570,40 +611,264 @@ fn all_references(sources: &[OpenedSource]) -> Result<DataFrame> {
     Ok(all)
 }
 
-/// Partial filters per partition of the union of every source's id columns, OR-merged;
-/// with the non-null id count and the row count of the same scan.
-async fn build_filter(all: DataFrame, params: FilterParams) -> Result<(Bloom, u64, u64)> {
+/// The merged filter as the reduce stage stored it.
+struct Stored {
+    bloom: Bloom,
+    location: String,
+    checksum: String,
+}
+
+/// Partial filters per partition of the union of every source's id columns, OR-merged and
+/// folded to `fpp` in the reduce stage, which writes the filter (with the non-null id count and
+/// the row count of the same scan) next to the plan itself: on a cluster it never travels to
+/// the client or in a plan. The client reads it back once, for its statistics and checksum.
+async fn build_filter(
+    all: DataFrame,
+    params: FilterParams,
+    fpp: f64,
+    dir: &PlanDir,
+    run_id: &str,
+) -> Result<(Stored, u64, u64)> {
     let build = functions::bloom_build().call(vec![
         col(BLOB_ID),
         lit(params.num_bits),
         lit(u64::from(params.num_hashes)),
         lit(format!("{:032x}", params.seed)),
+        lit(fpp),
     ]);
-    let result = all
-        .aggregate(
-            vec![],
-            vec![
-                build.alias("filter"),
-                count(col(BLOB_ID)).alias("ids"),
-                count_all().alias("rows"),
-            ],
-        )?
-        .collect()
-        .await
-        .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
-    let row = result
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| Error::runtime("filter aggregate returned no row"))?;
-    let filter = row.column(0).as_binary::<i32>();
-    let bytes = (!filter.is_null(0))
-        .then(|| filter.value(0))
-        .ok_or_else(|| Error::runtime("filter aggregate returned null"))?;
+    let name = format!("filter-{run_id}.parquet");
+    let location = dir.location.child_url(&name);
+    let mut options = TableParquetOptions::default();
+    // One value of random bits: nothing to compress, index or summarise.
+    options.global.compression = Some("uncompressed".to_string());
+    options.global.dictionary_enabled = Some(false);
+    options.global.statistics_enabled = Some("none".to_string());
+    all.aggregate(
+        vec![],
+        vec![
+            build.alias(StoredFilter::COLUMN),
+            count(col(BLOB_ID)).alias("ids"),
+            count_all().alias("rows"),
+        ],
+    )?
+    .write_parquet(
+        &location,
+        DataFrameWriteOptions::new().with_single_file_output(true),
+        Some(options),
+    )
+    .await
+    .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
+
+    let bytes = dir.location.read(&dir.location.child(&name)).await?;
+    let bad = |m: String| Error::runtime(format!("Bloom filter file {location}: {m}"));
+    let mut reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let row = reader
+        .next()
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?
+        .filter(|b| b.num_rows() == 1)
+        .ok_or_else(|| bad("expected one row".to_string()))?;
+    let filter = row.column(0).as_binary_opt::<i32>();
+    let encoded = filter
+        .filter(|f| f.is_valid(0))
+        .map(|f| f.value(0))
+        .ok_or_else(|| bad("no filter".to_string()))?;
+    let checksum = StoredFilter::checksum(encoded);
+    let bloom = StoredFilter::verify_and_decode(&location, &checksum, encoded)?;
     let int = |i: usize| -> Result<u64> {
         let c = cast(row.column(i), &DataType::Int64)?;
         Ok(c.as_primitive::<Int64Type>().value(0).max(0) as u64)
     };
-    Ok((Bloom::from_le_bytes(params, bytes)?, int(1)?, int(2)?))
+    let (ids, rows) = (int(1)?, int(2)?);
+    Ok((
+        Stored {
+            bloom,
+            location,
+            checksum,
+        },
+        ids,
+        rows,
+    ))
+}
+
+/// A live listing written next to the plan as a Parquet inventory, for a cluster to read.
+async fn listing_as_inventory(store: &Location, job: &Job, dir: &PlanDir) -> Result<String> {
+    let local = session(job.partitions);
+    let url = dir.location.child_url(&format!("listing-{}/", job.run_id));
+    listing::live(&local, store, job.list_concurrency)
+        .await?
+        .write_parquet(&url, DataFrameWriteOptions::new(), None)
+        .await
+        .map_err(|e| Error::runtime(format!("listing {store}: {e}")))?;
+    Ok(url)
+}
+
+/// The probe on a cluster: its counts come back as one aggregate row, its candidates as a
+/// stream the client writes as batches (executors only read the plan directory).
+async fn probe_on_cluster(
+    probed: DataFrame,
+    dir: &PlanDir,
+    run_id: &str,
+    batch_size: usize,
+    progress: &ProgressBar,
+) -> Result<Probed> {
+    let class = || col("class");
+    let known = class()
+        .eq(lit(IdClass::Eligible as u8))
+        .or(class().eq(lit(IdClass::Active as u8)));
+    // A null class or condition falls through to `otherwise`: malformed, as `count_batch` has it.
+    let malformed = when(known, lit(false)).otherwise(lit(true))?;
+    let ones = |c: datafusion::logical_expr::Expr| -> Result<datafusion::logical_expr::Expr> {
+        Ok(sum(when(c, lit(1i64)).otherwise(lit(0i64))?))
+    };
+    let bytes = |c: datafusion::logical_expr::Expr| -> Result<datafusion::logical_expr::Expr> {
+        let size = cast_expr(col(SIZE), DataType::Int64);
+        Ok(sum(when(c, size).otherwise(lit(0i64))?))
+    };
+    let eligible = class().eq(lit(IdClass::Eligible as u8));
+    let row = probed
+        .clone()
+        .aggregate(
+            vec![],
+            vec![
+                count_all().alias("blobs"),
+                ones(eligible.clone())?.alias("eligible"),
+                bytes(eligible)?.alias("eligible_bytes"),
+                ones(malformed.clone())?.alias("malformed"),
+                ones(col("candidate"))?.alias("candidates"),
+                bytes(col("candidate"))?.alias("candidate_bytes"),
+                ones(col("referenced").and(not(malformed.clone())))?.alias("referenced"),
+            ],
+        )?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("probing the listing: {e}")))?;
+    let row = row
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| Error::runtime("probe counts returned no row"))?;
+    let int = |i: usize| -> Result<u64> {
+        let c = cast(row.column(i), &DataType::Int64)?;
+        let c = c.as_primitive::<Int64Type>();
+        Ok(if c.is_null(0) { 0 } else { c.value(0).max(0) as u64 })
+    };
+    let mut c = PlanCounts {
+        blob_count: int(0)?,
+        eligible_blob_count: int(1)?,
+        eligible_bytes: int(2)?,
+        malformed_id_count: int(3)?,
+        candidate_count: int(4)?,
+        candidate_bytes: int(5)?,
+        referenced_blob_count: int(6)?,
+        ..PlanCounts::default()
+    };
+    if c.malformed_id_count > 0 {
+        let examples = probed
+            .clone()
+            .filter(malformed)?
+            .select(vec![cast_expr(col(BLOB_ID), DataType::Utf8)])?
+            .limit(0, Some(MALFORMED_EXAMPLES))?
+            .collect()
+            .await?;
+        for b in &examples {
+            let ids = b.column(0).as_string::<i32>();
+            c.malformed_ids.extend(
+                ids.iter()
+                    .map(|id| id.map_or_else(|| "<null>".to_string(), String::from)),
+            );
+        }
+    }
+    let mut writer = BatchWriter::new(dir.clone(), format!("{run_id}-c"), batch_size);
+    let mut candidates = probed
+        .filter(col("candidate"))?
+        .select(vec![col(BLOB_ID), col(SIZE)])?
+        .execute_stream()
+        .await?;
+    while let Some(batch) = candidates.try_next().await? {
+        progress.inc(batch.num_rows() as u64);
+        writer.push(batch).await?;
+    }
+    writer.flush(true).await?;
+    Ok(Probed {
+        counts: c,
+        batches: writer.written,
+        fingerprints: None,
+    })
+}
+
+/// Reference counts of the exact strategy on a cluster.
+struct ReferenceCounts {
+    ids: u64,
+    rows: u64,
+    distinct: u64,
+}
+
+async fn count_on_cluster(references: DataFrame) -> Result<ReferenceCounts> {
+    let row = references
+        .aggregate(
+            vec![],
+            vec![
+                count(col(BLOB_ID)).alias("ids"),
+                count_all().alias("rows"),
+                approx_distinct(canonical(col(BLOB_ID))).alias("distinct"),
+            ],
+        )?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("counting references: {e}")))?;
+    let row = row
+        .iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| Error::runtime("reference counts returned no row"))?;
+    let int = |i: usize| -> Result<u64> {
+        let c = cast(row.column(i), &DataType::Int64)?;
+        Ok(c.as_primitive::<Int64Type>().value(0).max(0) as u64)
+    };
+    Ok(ReferenceCounts {
+        ids: int(0)?,
+        rows: int(1)?,
+        distinct: int(2)?,
+    })
+}
+
+/// The exact verification on a cluster: the candidates' batches semi-joined with every
+/// reference, canonical spellings on both sides; the referenced candidates found (none, unless
+/// the filter missed a reference).
+async fn verify_on_cluster(
+    ctx: &SessionContext,
+    dir: &PlanDir,
+    batches: &[String],
+    references: DataFrame,
+) -> Result<Vec<String>> {
+    let urls: Vec<String> = batches.iter().map(|b| dir.batch_url(b)).collect();
+    let keys = references.select(vec![canonical(col(BLOB_ID)).alias("ref_key")])?;
+    let found = ctx
+        .read_parquet(urls, ParquetReadOptions::default())
+        .await?
+        .select(vec![
+            cast_expr(col(BLOB_ID), DataType::Utf8).alias(BLOB_ID),
+            canonical(col(BLOB_ID)).alias("key"),
+        ])?
+        .join(keys, JoinType::LeftSemi, &["key"], &["ref_key"], None)?
+        .select(vec![col(BLOB_ID)])?
+        .limit(0, Some(MALFORMED_EXAMPLES))?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("verifying candidates: {e}")))?;
+    Ok(found
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect())
 }
 
 /// One partition of the probe: counts what it sees and writes its candidates as batches.

@@ -67,13 +67,11 @@ impl PlanDir {
         })
     }
 
-    /// Stores the merged filter; returns its location, which names its content hash.
-    pub async fn write_filter(&self, encoded: Vec<u8>) -> Result<String> {
-        let name = crate::filter::StoredFilter::file_name(&encoded);
-        self.location
-            .write(&self.location.child(&name), encoded)
-            .await?;
-        Ok(self.location.child_url(&name))
+    /// Stores an encoded filter as `name`; returns its location and checksum.
+    pub async fn write_filter(&self, name: &str, encoded: Vec<u8>) -> Result<(String, String)> {
+        let checksum = crate::filter::StoredFilter::checksum(&encoded);
+        self.location.write(&self.location.child(name), encoded).await?;
+        Ok((self.location.child_url(name), checksum))
     }
 
     /// The URL of a batch file, for DataFusion.

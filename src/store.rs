@@ -19,7 +19,7 @@ use url::Url;
 /// Options of S3 (and S3-compatible) stores, over what object_store reads from the standard
 /// `AWS_*` environment variables. Credentials are accepted here and from the environment, never
 /// as flags (a process listing would show them), and never printed.
-#[derive(Clone, Default, PartialEq, serde::Deserialize, clap::Args)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct S3Options {
     /// S3 endpoint, e.g. http://127.0.0.1:8333 for a local server.
@@ -108,12 +108,16 @@ impl S3Options {
 static S3_OPTIONS: LazyLock<RwLock<S3Options>> =
     LazyLock::new(|| RwLock::new(S3Options::default()));
 
-/// Sets the options S3 stores are made with. Call it before the first [`Location::parse`] of
-/// an `s3://` URL: a store is made once per process and bucket.
+/// Sets the options S3 stores are made with by [`Location::parse`] in this process.
 pub fn configure_s3(options: S3Options) {
     if let Ok(mut o) = S3_OPTIONS.write() {
         *o = options;
     }
+}
+
+/// The options [`configure_s3`] set.
+pub fn configured_s3() -> S3Options {
+    S3_OPTIONS.read().map(|o| o.clone()).unwrap_or_default()
 }
 
 /// A place in an object store: the URL a user wrote, the store and the path below its root.
@@ -139,8 +143,13 @@ impl fmt::Display for Location {
 impl Location {
     /// Parses a URL or a local path. `what` names the option, for the error message.
     pub fn parse(text: &str, what: &str) -> Result<Self> {
+        Self::parse_with(text, what, &configured_s3())
+    }
+
+    /// Parses with explicit S3 options: an executor serves jobs that bring their own.
+    pub fn parse_with(text: &str, what: &str, s3: &S3Options) -> Result<Self> {
         let url = parse_url(text, what)?;
-        let store = store_for(&url).map_err(|e| e.context(format!("{what} {text:?}")))?;
+        let store = store_for(&url, s3).map_err(|e| e.context(format!("{what} {text:?}")))?;
         let path = Path::from_url_path(url.path())
             .map_err(|e| Error::usage(format!("{what} {text:?}: invalid path: {e}")))?;
         Ok(Location { url, store, path })
@@ -219,15 +228,23 @@ fn parse_url(text: &str, what: &str) -> Result<Url> {
 static STORES: LazyLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
-fn store_for(url: &Url) -> Result<Arc<dyn ObjectStore>> {
-    let s3 = S3_OPTIONS.read().map(|o| o.clone()).unwrap_or_default();
-    // A bucket is one store per endpoint: the same name behind another endpoint is another store.
-    let key = format!(
-        "{}://{}@{}",
-        url.scheme(),
-        url.authority(),
-        s3.endpoint.as_deref().unwrap_or("")
-    );
+/// The store of `url` made with `s3`, made once per process.
+pub fn store_for(url: &Url, s3: &S3Options) -> Result<Arc<dyn ObjectStore>> {
+    // One client per bucket and options: the same name behind another endpoint, or with other
+    // credentials, is another client.
+    let key = match url.scheme() {
+        "s3" | "s3a" => {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(s3, &mut h);
+            format!(
+                "{}://{}#{:016x}",
+                url.scheme(),
+                url.authority(),
+                std::hash::Hasher::finish(&h)
+            )
+        }
+        _ => format!("{}://{}", url.scheme(), url.authority()),
+    };
     let mut stores = STORES
         .lock()
         .map_err(|_| Error::runtime("store registry poisoned"))?;
@@ -254,7 +271,7 @@ fn store_for(url: &Url) -> Result<Arc<dyn ObjectStore>> {
 
 /// Reads a whole object from synchronous code running on a multi-threaded tokio runtime
 /// (a DataFusion function loading the filter). Local files are read directly.
-pub fn read_blocking(location: &str) -> Result<Bytes> {
+pub fn read_blocking(location: &str, s3: &S3Options) -> Result<Bytes> {
     let url = parse_url(location, "location")?;
     if url.scheme() == "file" {
         let path = url
@@ -264,13 +281,19 @@ pub fn read_blocking(location: &str) -> Result<Bytes> {
             .map(Bytes::from)
             .map_err(|e| Error::runtime(format!("reading {location}: {e}")));
     }
-    let loc = Location::parse(location, "location")?;
+    let loc = Location::parse_with(location, "location", s3)?;
+    block_on(&format!("reading {location}"), loc.read(&loc.path))?
+}
+
+/// Runs `work` to completion from synchronous code (a DataFusion function) running on a
+/// multi-threaded tokio runtime, as DataFusion and Ballista executors do.
+pub fn block_on<F: std::future::Future>(what: &str, work: F) -> Result<F::Output> {
     let handle = tokio::runtime::Handle::try_current()
-        .map_err(|_| Error::runtime(format!("reading {location} needs a tokio runtime")))?;
+        .map_err(|_| Error::runtime(format!("{what} needs a tokio runtime")))?;
     if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         return Err(Error::runtime(format!(
-            "reading {location} needs a multi-threaded tokio runtime"
+            "{what} needs a multi-threaded tokio runtime"
         )));
     }
-    tokio::task::block_in_place(|| handle.block_on(loc.read(&loc.path)))
+    Ok(tokio::task::block_in_place(|| handle.block_on(work)))
 }

@@ -18,12 +18,22 @@ use crate::listing::path_of;
 use crate::plan::{PlanStatus, PlanSummary};
 use crate::plan_dir::{BatchOutcome, PlanDir};
 use crate::quarantine::Quarantine;
-use crate::store::Location;
+use crate::store::{Location, S3Options};
+use arrow::array::{AsArray, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::DataType;
+use datafusion::common::{ScalarValue, exec_datafusion_err, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, LogicalPlanBuilder, Partitioning, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility, col, lit,
+};
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use object_store::path::Path;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Extra attempts at the keys of a batch that were not confirmed deleted (the store client
@@ -121,13 +131,118 @@ pub struct FailedBatch {
     pub error: String,
 }
 
-/// Sweeps the plan in `dir`. Refuses (exit 3) a plan that was aborted.
+/// Sweeps the plan in `dir` in this process. Refuses (exit 3) a plan that was aborted.
 pub async fn sweep(
     dir: &PlanDir,
     options: &SweepOptions,
     progress: &ProgressBar,
 ) -> Result<(PlanSummary, SweepMetrics)> {
     let started = Instant::now();
+    let Prepared {
+        summary,
+        store,
+        pending,
+        mut metrics,
+    } = prepare(dir, options, &crate::store::configured_s3()).await?;
+    let limit = options.max_deletes_per_second.map(RateLimit::new);
+    let quarantine = summary
+        .quarantine
+        .as_deref()
+        .map(|q| Quarantine::parse_with(q, &crate::store::configured_s3()))
+        .transpose()?;
+    {
+        let batch = BatchSweep::new(dir, &summary, &store, limit.as_ref(), quarantine.as_ref());
+        progress.set_length(pending.len() as u64);
+        let mut results = futures::stream::iter(pending)
+            .map(|name| {
+                let batch = &batch;
+                async move {
+                    let result = batch.sweep(&name).await;
+                    (name, result)
+                }
+            })
+            .buffer_unordered(options.concurrency.max(1));
+        while let Some((name, result)) = results.next().await {
+            progress.inc(1);
+            metrics.add(name, result)?;
+        }
+    }
+    metrics.failed_batches.sort_by(|a, b| a.batch.cmp(&b.batch));
+    metrics.sweep_seconds = started.elapsed().as_secs_f64();
+    Ok((summary, metrics))
+}
+
+/// Sweeps the plan in `dir` on a cluster: the pending batches are spread over `ctx`'s
+/// partitions and every executor task deletes its own (`blobgc_sweep_batches`); only outcomes
+/// come back. `--max-deletes-per-second` is shared out evenly between the partitions.
+pub async fn sweep_on_cluster(
+    ctx: &SessionContext,
+    dir: &PlanDir,
+    options: &SweepOptions,
+    s3: &S3Options,
+    progress: &ProgressBar,
+) -> Result<(PlanSummary, SweepMetrics)> {
+    let started = Instant::now();
+    let Prepared {
+        summary,
+        store,
+        pending,
+        mut metrics,
+    } = prepare(dir, options, s3).await?;
+    if !pending.is_empty() {
+        let partitions = ctx
+            .copied_config()
+            .target_partitions()
+            .min(pending.len())
+            .max(1);
+        let rate = options
+            .max_deletes_per_second
+            .map_or(0, |r| (u64::from(r) / partitions as u64).max(1));
+        let names = pending.iter().map(|n| vec![lit(n.as_str())]).collect();
+        let plan = LogicalPlanBuilder::values(names)?.build()?;
+        let outcomes = DataFrame::new(ctx.state(), plan)
+            .repartition(Partitioning::Hash(vec![col("column1")], partitions))?
+            .select(vec![
+                col("column1").alias("batch"),
+                sweep_batches()
+                    .call(vec![
+                        col("column1"),
+                        lit(dir.location.url()),
+                        lit(store.url()),
+                        lit(rate),
+                        lit(options.concurrency.max(1) as u64),
+                    ])
+                    .alias("outcome"),
+            ])?
+            .collect()
+            .await
+            .map_err(|e| Error::runtime(format!("sweeping on the cluster: {e}")))?;
+        for batch in &outcomes {
+            let names = cast(batch.column(0), &DataType::Utf8)?;
+            let results = cast(batch.column(1), &DataType::Utf8)?;
+            let (names, results) = (names.as_string::<i32>(), results.as_string::<i32>());
+            for i in 0..batch.num_rows() {
+                progress.inc(1);
+                let outcome: RemoteOutcome = serde_json::from_str(results.value(i))
+                    .map_err(|e| Error::runtime(format!("sweep outcome of a batch: {e}")))?;
+                metrics.add(names.value(i).to_string(), outcome.into())?;
+            }
+        }
+    }
+    metrics.failed_batches.sort_by(|a, b| a.batch.cmp(&b.batch));
+    metrics.sweep_seconds = started.elapsed().as_secs_f64();
+    Ok((summary, metrics))
+}
+
+/// A plan ready to sweep: its summary, its store, its batches not done yet.
+struct Prepared {
+    summary: PlanSummary,
+    store: Location,
+    pending: Vec<String>,
+    metrics: SweepMetrics,
+}
+
+async fn prepare(dir: &PlanDir, options: &SweepOptions, s3: &S3Options) -> Result<Prepared> {
     let summary = dir.read_summary().await?;
     if summary.status != PlanStatus::Planned {
         return Err(Error::aborted(format!(
@@ -139,14 +254,11 @@ pub async fn sweep(
                 .unwrap_or("no reason recorded")
         )));
     }
-    let store = Location::parse(
+    let store = Location::parse_with(
         options.store.as_deref().unwrap_or(&summary.store),
         "--store",
+        s3,
     )?;
-    let rule = GenerationRule {
-        family: summary.family,
-        current_generation: summary.current_generation,
-    };
     let done = dir.done().await?;
     let (finished, pending): (Vec<String>, Vec<String>) = summary
         .batches
@@ -154,57 +266,157 @@ pub async fn sweep(
         .cloned()
         .partition(|b| done.contains(b));
     let before = dir.outcomes(&finished).await?;
-    let mut metrics = SweepMetrics {
+    let metrics = SweepMetrics {
         batch_count: summary.batches.len() as u64,
         skipped_batch_count: finished.len() as u64,
         previously_gced_blob_count: before.deleted,
         previously_gced_bytes: before.bytes,
         ..SweepMetrics::default()
     };
-    let limit = options.max_deletes_per_second.map(RateLimit::new);
-    let quarantine = summary
-        .quarantine
-        .as_deref()
-        .map(Quarantine::parse)
-        .transpose()?;
-    let run_id = summary.run_id.clone();
-    let batch = BatchSweep {
-        dir,
-        store: &store,
-        rule: (!summary.ids_from_table).then_some(rule),
-        limit: limit.as_ref(),
-        quarantine: quarantine.as_ref().map(|q| (q, run_id.as_str())),
-    };
-    progress.set_length(pending.len() as u64);
-    let mut results = futures::stream::iter(pending)
-        .map(|name| {
-            let batch = &batch;
-            async move {
-                let result = batch.sweep(&name).await;
-                (name, result)
-            }
-        })
-        .buffer_unordered(options.concurrency.max(1));
-    while let Some((name, result)) = results.next().await {
-        progress.inc(1);
+    Ok(Prepared {
+        summary,
+        store,
+        pending,
+        metrics,
+    })
+}
+
+impl SweepMetrics {
+    /// Counts one batch's result; an abort stops the sweep.
+    fn add(&mut self, name: String, result: Result<BatchOutcome>) -> Result<()> {
         match result {
             Ok(outcome) => {
-                metrics.gced_blob_count += outcome.deleted;
-                metrics.gced_bytes += outcome.bytes;
+                self.gced_blob_count += outcome.deleted;
+                self.gced_bytes += outcome.bytes;
             }
             Err(e @ Error::Aborted(_)) => return Err(e),
             Err(e) => {
-                metrics.error_count += 1;
-                metrics.failed_batches.push(FailedBatch {
+                self.error_count += 1;
+                self.failed_batches.push(FailedBatch {
                     batch: name,
                     error: e.to_string(),
                 });
             }
         }
+        Ok(())
     }
-    metrics.failed_batches.sort_by(|a, b| a.batch.cmp(&b.batch));
-    metrics.sweep_seconds = started.elapsed().as_secs_f64();
-    Ok((summary, metrics))
+}
+
+/// One batch's result as an executor reports it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RemoteOutcome {
+    Done { deleted: u64, bytes: u64 },
+    Failed(String),
+    Aborted(String),
+}
+
+impl From<Result<BatchOutcome>> for RemoteOutcome {
+    fn from(r: Result<BatchOutcome>) -> Self {
+        match r {
+            Ok(o) => RemoteOutcome::Done {
+                deleted: o.deleted,
+                bytes: o.bytes,
+            },
+            Err(Error::Aborted(m)) => RemoteOutcome::Aborted(m),
+            Err(e) => RemoteOutcome::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<RemoteOutcome> for Result<BatchOutcome> {
+    fn from(r: RemoteOutcome) -> Self {
+        match r {
+            RemoteOutcome::Done { deleted, bytes } => Ok(BatchOutcome { deleted, bytes }),
+            RemoteOutcome::Failed(m) => Err(Error::runtime(m)),
+            RemoteOutcome::Aborted(m) => Err(Error::aborted(m)),
+        }
+    }
+}
+
+pub const SWEEP_BATCHES: &str = "blobgc_sweep_batches";
+
+/// `blobgc_sweep_batches(batch, plan_dir, store, max_deletes_per_second, concurrency)`: sweeps
+/// each batch named in its first column where it runs, `concurrency` at a time, at most
+/// `max_deletes_per_second` keys a second (0: no limit); one JSON outcome per batch. Side
+/// effects by design, hence volatile: the cluster's `foreachPartition`.
+pub fn sweep_batches() -> ScalarUDF {
+    ScalarUDF::from(SweepBatches {
+        signature: Signature::any(5, Volatility::Volatile),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SweepBatches {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for SweepBatches {
+    fn name(&self) -> &str {
+        SWEEP_BATCHES
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::common::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::common::Result<ColumnarValue> {
+        let text = |i: usize, what: &str| -> datafusion::common::Result<String> {
+            match &args.args[i] {
+                ColumnarValue::Scalar(v) => match v.try_as_str() {
+                    Some(Some(s)) => Ok(s.to_string()),
+                    _ => exec_err!("{SWEEP_BATCHES}: {what} must be a string"),
+                },
+                ColumnarValue::Array(_) => exec_err!("{SWEEP_BATCHES}: {what} must be a constant"),
+            }
+        };
+        let number = |i: usize, what: &str| -> datafusion::common::Result<u64> {
+            match &args.args[i] {
+                ColumnarValue::Scalar(v) => match v.cast_to(&DataType::UInt64)? {
+                    ScalarValue::UInt64(Some(n)) => Ok(n),
+                    _ => exec_err!("{SWEEP_BATCHES}: {what} must be a number"),
+                },
+                ColumnarValue::Array(_) => exec_err!("{SWEEP_BATCHES}: {what} must be a constant"),
+            }
+        };
+        let (dir, store) = (text(1, "plan_dir")?, text(2, "store")?);
+        let (rate, concurrency) = (number(3, "rate")?, number(4, "concurrency")?);
+        let names = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
+        let names: Vec<String> = names.as_string::<i32>().iter().flatten().map(String::from).collect();
+        let s3 = crate::cluster::job_s3(&args.config_options);
+        let outcomes = crate::store::block_on("sweeping deletion batches", async move {
+            let dir = PlanDir::new(Location::parse_with(&dir, "plan_dir", &s3)?);
+            let summary = dir.read_summary().await?;
+            let store = Location::parse_with(&store, "--store", &s3)?;
+            let quarantine = summary
+                .quarantine
+                .as_deref()
+                .map(|q| Quarantine::parse_with(q, &s3))
+                .transpose()?;
+            let limit = u32::try_from(rate).ok().filter(|&r| r > 0).map(RateLimit::new);
+            let batch = BatchSweep::new(&dir, &summary, &store, limit.as_ref(), quarantine.as_ref());
+            let outcomes: Vec<String> = futures::stream::iter(names)
+                .map(|name| {
+                    let batch = &batch;
+                    async move { RemoteOutcome::from(batch.sweep(&name).await) }
+                })
+                .buffered(concurrency.max(1) as usize)
+                .map(|o| serde_json::to_string(&o).unwrap_or_default())
+                .collect()
+                .await;
+            Ok(outcomes)
+        })
+        .and_then(|r| r)
+        .map_err(|e| exec_datafusion_err!("{e}"))?;
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(outcomes))))
+    }
 }
 
 /// What every batch of one sweep shares.
@@ -218,7 +430,26 @@ struct BatchSweep<'a> {
     quarantine: Option<(&'a Quarantine, &'a str)>,
 }
 
-impl BatchSweep<'_> {
+impl<'a> BatchSweep<'a> {
+    fn new(
+        dir: &'a PlanDir,
+        summary: &'a PlanSummary,
+        store: &'a Location,
+        limit: Option<&'a RateLimit>,
+        quarantine: Option<&'a Quarantine>,
+    ) -> Self {
+        BatchSweep {
+            dir,
+            store,
+            rule: (!summary.ids_from_table).then_some(GenerationRule {
+                family: summary.family,
+                current_generation: summary.current_generation,
+            }),
+            limit,
+            quarantine: quarantine.map(|q| (q, summary.run_id.as_str())),
+        }
+    }
+
     /// Deletes one batch: every key (moved into quarantine first when there is one), retried
     /// with backoff until confirmed deleted (a key already gone is deleted), then marks the
     /// batch done. An error leaves the batch pending.
