@@ -4,6 +4,7 @@
 
 mod adr39;
 mod bad_input;
+mod cluster;
 mod datasets;
 mod end_to_end;
 mod fault_proxy;

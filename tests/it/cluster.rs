@@ -1,0 +1,289 @@
+//! The GC on a real Ballista cluster: a scheduler and two executors, each a `blobgc` process
+//! on 127.0.0.1, against the same inputs as an in-process run.
+
+use crate::support::{Fixture, T2, id, write_batch};
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reference rows beyond the store's own: 1.4M distinct ids at fpp 1e-6 make a merged filter of
+/// about 5 MB, above gRPC's 4 MiB default message size.
+const EXTRA_REFERENCES: u64 = 1_400_000;
+const FPP: &str = "0.000001";
+
+/// Scheduler and executors, killed when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    port: u16,
+    scheduler: Child,
+    executors: Vec<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(args: &[String], log: &Path) -> Child {
+    let log = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_blobgc"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting a cluster process")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Cluster {
+    fn start(executors: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let scheduler = spawn(
+            &[
+                "scheduler".into(),
+                "--port".into(),
+                port.to_string(),
+                // Quick to notice a killed executor.
+                "--executor-timeout-seconds".into(),
+                "6".into(),
+            ],
+            &dir.path().join("scheduler.log"),
+        );
+        let mut cluster = Cluster {
+            dir,
+            port,
+            scheduler,
+            executors: Vec::new(),
+        };
+        for i in 0..executors {
+            let work = cluster.dir.path().join(format!("work-{i}"));
+            std::fs::create_dir_all(&work).expect("work dir");
+            let args: Vec<String> = vec![
+                "executor".into(),
+                "--port".into(),
+                free_port().to_string(),
+                "--grpc-port".into(),
+                free_port().to_string(),
+                "--scheduler".into(),
+                format!("df://127.0.0.1:{port}"),
+                "--work-dir".into(),
+                work.display().to_string(),
+                "--concurrent-tasks".into(),
+                "2".into(),
+                "--heartbeat-interval-seconds".into(),
+                "1".into(),
+            ];
+            let child = spawn(&args, &cluster.log(&format!("executor-{i}")));
+            cluster.executors.push(child);
+        }
+        for i in 0..executors {
+            let log = cluster.log(&format!("executor-{i}"));
+            wait_for("executor registration", Duration::from_secs(60), || {
+                read(&log).contains("Executor registration succeed")
+            });
+        }
+        cluster
+    }
+
+    fn url(&self) -> String {
+        format!("df://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.executors.iter_mut().chain([&mut self.scheduler]) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A store of 600 blobs written at T0, half of them referenced, and a reference table of those
+/// 300 plus [`EXTRA_REFERENCES`] ids of blobs the store no longer holds, in 4 files. Returns the
+/// store's blobs, the garbage, and the `--refs` flag.
+fn inputs(f: &Fixture) -> (Vec<String>, BTreeSet<String>, String) {
+    let blobs: Vec<String> = (0..600).map(|i| id(557, &format!("blob {i}"))).collect();
+    let garbage: BTreeSet<String> = blobs.iter().skip(300).cloned().collect();
+    let mut refs: Vec<String> = blobs[..300].to_vec();
+    refs.extend(
+        (0..EXTRA_REFERENCES).map(|i| format!("1_557_{:016x}{:016x}", splitmix(i), splitmix(!i))),
+    );
+    let dir = f.path("refs/messages");
+    for (part, chunk) in refs.chunks(refs.len().div_ceil(4)).enumerate() {
+        let batch = RecordBatch::try_from_iter(vec![(
+            "blob_id",
+            Arc::new(StringArray::from_iter_values(chunk)) as ArrayRef,
+        )])
+        .expect("batch");
+        write_batch(&dir.join(format!("part-{part}.parquet")), &batch);
+    }
+    (blobs, garbage, format!("messages={}", dir.display()))
+}
+
+/// The flags both runs share: same clock, salt and filter, so the same deletion set.
+fn gc_args<'a>(refs: &'a str, plan: &'a str) -> Vec<&'a str> {
+    vec![
+        "--refs",
+        refs,
+        "--salt",
+        "cluster-test",
+        "--fpp",
+        FPP,
+        // Most references name blobs deleted long ago: expected here.
+        "--max-missing-references",
+        "1",
+        "--plan-dir",
+        plan,
+    ]
+}
+
+#[test]
+fn a_cluster_deletes_what_an_in_process_run_deletes() {
+    let local = Fixture::new();
+    let (blobs, garbage, refs) = inputs(&local);
+    local.blobs(&blobs);
+    let plan = local.path("plan").display().to_string();
+    let alone = local.run(T2, &gc_args(&refs, &plan));
+    assert_eq!(alone.code, 0, "{}", alone.stderr);
+
+    let remote = Fixture::new();
+    remote.blobs(&blobs);
+    let cluster = Cluster::start(2);
+    let plan = remote.path("plan").display().to_string();
+    let url = cluster.url();
+    let mut args = gc_args(&refs, &plan);
+    args.extend(["--scheduler", url.as_str()]);
+    let on_cluster = remote.run(T2, &args);
+    assert_eq!(on_cluster.code, 0, "{}", on_cluster.stderr);
+
+    let expected: BTreeSet<String> = blobs
+        .iter()
+        .filter(|b| !garbage.contains(*b))
+        .cloned()
+        .collect();
+    assert_eq!(local.left(), expected, "in-process run");
+    assert_eq!(remote.left(), local.left(), "the cluster deleted another set");
+    for key in [
+        "reference_count",
+        "blob_count",
+        "candidate_count",
+        "gced_blob_count",
+        "bloom_filter_bits",
+    ] {
+        assert_eq!(on_cluster.u(key), alone.u(key), "{key}");
+    }
+    assert!(
+        on_cluster.u("bloom_filter_bits") > 4 * 1024 * 1024 * 8,
+        "the merged filter must be above 4 MiB"
+    );
+    // Every stage ran on the executors: both took tasks, and the filter never reached the plan.
+    for i in 0..2 {
+        assert!(
+            read(&cluster.log(&format!("executor-{i}"))).contains("Execute task"),
+            "executor {i} ran no task"
+        );
+    }
+    assert!(!read(&cluster.log("scheduler")).contains("Binary(\""));
+}
+
+#[test]
+fn an_executor_killed_in_the_reference_stage_is_replaced_by_the_other() {
+    let f = Fixture::new();
+    let (blobs, garbage, refs) = inputs(&f);
+    f.blobs(&blobs);
+    let mut cluster = Cluster::start(2);
+    let plan = f.path("plan").display().to_string();
+    let url = cluster.url();
+    let mut args = gc_args(&refs, &plan);
+    args.extend(["--scheduler", url.as_str()]);
+    let store = f.store_url();
+    let report = f.path("report.json");
+    let mut all = vec!["run", "--store", store.as_str(), "--now", T2];
+    all.extend(args);
+    let run = Command::new(env!("CARGO_BIN_EXE_blobgc"))
+        .args(&all)
+        .arg("--report")
+        .arg(&report)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("blobgc run");
+
+    // The job that builds the filter, once executor 1 has a task of it.
+    let scheduler_log = cluster.log("scheduler");
+    let victim_log = cluster.log("executor-1");
+    let mut job = None;
+    wait_for("executor 1 in the filter stage", Duration::from_secs(120), || {
+        let log = read(&scheduler_log);
+        job = job.clone().or_else(|| filter_job(&log));
+        job.as_ref()
+            .is_some_and(|j| read(&victim_log).contains(&format!("Execute task  : [TID {j}/")))
+    });
+    let victim = &mut cluster.executors[1];
+    victim.kill().expect("kill executor 1");
+    victim.wait().expect("reap executor 1");
+
+    let out = run.wait_with_output().expect("blobgc run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // What happens: the scheduler finds executor 1 gone and runs its tasks again on executor 0;
+    // the run completes with exactly the in-process deletion set.
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let expected: BTreeSet<String> = blobs
+        .iter()
+        .filter(|b| !garbage.contains(*b))
+        .cloned()
+        .collect();
+    assert_eq!(f.left(), expected);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(report["gced_blob_count"], garbage.len() as u64);
+    assert_eq!(report["reference_count"], 300 + EXTRA_REFERENCES);
+    // And the kill did hit a running task of the filter's job, which the scheduler reset.
+    let job = job.unwrap_or_default();
+    let lost = read(&scheduler_log)
+        .lines()
+        .any(|l| l.contains(&format!("running job/stage {job}/")) && l.contains("lost Executor"));
+    assert!(lost, "the scheduler never reset a task of job {job}");
+}
+
+/// The id of the job whose plan builds the filter, from the scheduler's log.
+fn filter_job(log: &str) -> Option<String> {
+    let at = log.find("blobgc_bloom_build")?;
+    let before = &log[..at];
+    let marker = "Submitting execution graph for job_id [";
+    let start = before.rfind(marker)? + marker.len();
+    let end = before[start..].find(']')? + start;
+    Some(before[start..end].to_string())
+}
