@@ -305,7 +305,9 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             };
             let on = Cluster {
                 scheduler: args.scheduler.clone(),
-                partitions: args.partitions.unwrap_or_else(crate::job::default_partitions),
+                partitions: args
+                    .partitions
+                    .unwrap_or_else(crate::job::default_partitions),
             };
             let swept = sweep_plan(&dir, &options, &on).await;
             let (summary, metrics) = give_back(lease, swept).await?;

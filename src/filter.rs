@@ -362,17 +362,20 @@ const LOADED_KEPT: usize = 2;
 pub fn load_cached(location: &str, checksum: &str, s3: &S3Options) -> Result<Arc<Bloom>> {
     let key = format!("{checksum}@{location}");
     let cached = || {
-        LOADED
-            .lock()
-            .ok()
-            .and_then(|v| v.iter().find(|(k, _)| *k == key).map(|(_, f)| Arc::clone(f)))
+        LOADED.lock().ok().and_then(|v| {
+            v.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, f)| Arc::clone(f))
+        })
     };
     if let Some(f) = cached() {
         return Ok(f);
     }
     let bytes = crate::store::read_blocking(location, s3)?;
     let encoded = StoredFilter::encoded(location, bytes)?;
-    let filter = Arc::new(StoredFilter::verify_and_decode(location, checksum, &encoded)?);
+    let filter = Arc::new(StoredFilter::verify_and_decode(
+        location, checksum, &encoded,
+    )?);
     if let Ok(mut v) = LOADED.lock() {
         if v.len() >= LOADED_KEPT {
             v.remove(0);
@@ -489,13 +492,13 @@ mod tests {
         let mut f = Bloom::new(params()).unwrap();
         f.insert("1_5_x");
         let bytes = f.encode();
-        let name = StoredFilter::file_name(&bytes);
-        let back = StoredFilter::verify_and_decode(&format!("file:///p/{name}"), &bytes).unwrap();
+        let sum = StoredFilter::checksum(&bytes);
+        let back = StoredFilter::verify_and_decode("file:///p/f.bloom", &sum, &bytes).unwrap();
         assert!(back.contains("1_5_x"));
         assert_eq!(back.params(), f.params());
         let mut tampered = bytes.clone();
         tampered[HEADER_LEN] ^= 1;
-        assert!(StoredFilter::verify_and_decode(&format!("file:///p/{name}"), &tampered).is_err());
+        assert!(StoredFilter::verify_and_decode("file:///p/f.bloom", &sum, &tampered).is_err());
         assert!(Bloom::decode(&bytes[..10]).is_err());
     }
 

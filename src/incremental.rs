@@ -188,8 +188,7 @@ pub async fn run(
         .write_filter(&format!("filter-{}.bloom", job.run_id), bloom.encode())
         .await?;
     drop(bloom);
-    let maybe =
-        functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
+    let maybe = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
     let found: HashSet<String> = strings(refs.ids.clone().filter(maybe)?, "reading References")
         .await?
         .into_iter()

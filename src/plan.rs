@@ -12,6 +12,7 @@
 //! plan, and every partition of the listing probes it and writes its own deletion batches.
 
 use crate::error::{Error, Result};
+use crate::filter::StoredFilter;
 use crate::filter::{Bloom, FilterParams};
 use crate::functions;
 use crate::functions::for_each_id;
@@ -27,7 +28,6 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int64Type, UInt8Type};
 use chrono::{DateTime, Utc};
-use crate::filter::StoredFilter;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::functions::string::expr_fn::starts_with;
@@ -36,9 +36,9 @@ use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, sum};
 use datafusion::logical_expr::{JoinType, Partitioning, cast as cast_expr, col, lit, not, when};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use futures::TryStreamExt;
 use indicatif::ProgressBar;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -753,7 +753,11 @@ async fn probe_on_cluster(
     let int = |i: usize| -> Result<u64> {
         let c = cast(row.column(i), &DataType::Int64)?;
         let c = c.as_primitive::<Int64Type>();
-        Ok(if c.is_null(0) { 0 } else { c.value(0).max(0) as u64 })
+        Ok(if c.is_null(0) {
+            0
+        } else {
+            c.value(0).max(0) as u64
+        })
     };
     let mut c = PlanCounts {
         blob_count: int(0)?,

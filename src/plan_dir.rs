@@ -70,7 +70,9 @@ impl PlanDir {
     /// Stores an encoded filter as `name`; returns its location and checksum.
     pub async fn write_filter(&self, name: &str, encoded: Vec<u8>) -> Result<(String, String)> {
         let checksum = crate::filter::StoredFilter::checksum(&encoded);
-        self.location.write(&self.location.child(name), encoded).await?;
+        self.location
+            .write(&self.location.child(name), encoded)
+            .await?;
         Ok((self.location.child_url(name), checksum))
     }
 

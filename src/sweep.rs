@@ -389,7 +389,12 @@ impl ScalarUDFImpl for SweepBatches {
         let (dir, store) = (text(1, "plan_dir")?, text(2, "store")?);
         let (rate, concurrency) = (number(3, "rate")?, number(4, "concurrency")?);
         let names = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
-        let names: Vec<String> = names.as_string::<i32>().iter().flatten().map(String::from).collect();
+        let names: Vec<String> = names
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .map(String::from)
+            .collect();
         let s3 = crate::cluster::job_s3(&args.config_options);
         let outcomes = crate::store::block_on("sweeping deletion batches", async move {
             let dir = PlanDir::new(Location::parse_with(&dir, "plan_dir", &s3)?);
@@ -400,8 +405,12 @@ impl ScalarUDFImpl for SweepBatches {
                 .as_deref()
                 .map(|q| Quarantine::parse_with(q, &s3))
                 .transpose()?;
-            let limit = u32::try_from(rate).ok().filter(|&r| r > 0).map(RateLimit::new);
-            let batch = BatchSweep::new(&dir, &summary, &store, limit.as_ref(), quarantine.as_ref());
+            let limit = u32::try_from(rate)
+                .ok()
+                .filter(|&r| r > 0)
+                .map(RateLimit::new);
+            let batch =
+                BatchSweep::new(&dir, &summary, &store, limit.as_ref(), quarantine.as_ref());
             let outcomes: Vec<String> = futures::stream::iter(names)
                 .map(|name| {
                     let batch = &batch;

@@ -3,7 +3,11 @@
 //! - `floor`: a pure scan of every id column the job reads (listing + references);
 //! - `exact`: `--strategy exact`, DataFusion's own hash join of the listing with the references;
 //! - `bloom`: blobgc's default (Bloom filter, exact verification of the candidates, breakers);
-//! - `bloom-noverify`: the same with `--verify off`, to show what verification costs.
+//! - `bloom-noverify`: the same with `--verify off`, to show what verification costs;
+//! - `cluster` (on request): `bloom` submitted to a local Ballista cluster of this build's
+//!   `blobgc scheduler` and two `blobgc executor` processes (one task slot each), to show what
+//!   the cluster costs on one machine: CPU is summed over the client, scheduler and executors,
+//!   peak RSS is the largest of them, and each process's peak is printed below the table.
 //!
 //! Each measurement is a child process (this binary with `--child`), so wall time, CPU time and
 //! peak RSS (`VmHWM`, from the OS) are its own. The datasets (a Parquet inventory of N listed
@@ -105,6 +109,19 @@ fn main() {
         if let Some(note) = check(&dir, &data, &results) {
             notes.push(format!("{size}: {note}"));
         }
+        for (s, v) in &results {
+            if let Some(m) = v.last().filter(|m| !m.processes.is_empty()) {
+                let peaks: Vec<String> = m
+                    .processes
+                    .iter()
+                    .map(|(p, mb)| format!("{p} {mb:.0} MB"))
+                    .collect();
+                notes.push(format!(
+                    "{size}: {s} peak RSS per process: {}",
+                    peaks.join(", ")
+                ));
+            }
+        }
     }
     for note in notes {
         println!("{note}");
@@ -138,6 +155,9 @@ struct Measure {
     candidates: u64,
     filter_bits: u64,
     plan: Option<String>,
+    /// Peak RSS (MB) of each process of a cluster run.
+    #[serde(default)]
+    processes: Vec<(String, f64)>,
 }
 
 fn measure(strategy: &str, dir: &Path, run: usize) -> Measure {
@@ -321,6 +341,13 @@ fn check(dir: &Path, data: &Data, results: &[(&str, Vec<Measure>)]) -> Option<St
         "the Bloom strategy kept {:.4} of the garbage, above 2 x fpp",
         kept_by_fp
     );
+    if let Some(cluster) = last("cluster") {
+        let c = candidates(cluster.plan.as_deref()?);
+        assert!(
+            c == b,
+            "the cluster found other candidates than the same plan in-process"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir.join("plans"));
     Some(format!(
         "bloom deletes {} of the exact {} candidates (a subset): realised false-positive rate {:.4} for {FPP} requested ({:.2}x); filter {:.2} bits = {:.2} bytes per distinct reference ({} distinct of {} rows)",
@@ -341,21 +368,94 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         .enable_all()
         .build()
         .expect("runtime");
+    let cluster = (strategy == "cluster").then(LocalCluster::start);
     let (candidates, filter_bits, plan_url) = rt.block_on(async {
         if strategy == "floor" {
             (floor(dir).await, 0, None)
         } else {
-            bench_plan(strategy, dir, run).await
+            bench_plan(strategy, dir, run, cluster.as_ref().map(|c| c.url.as_str())).await
         }
     });
-    let (cpu, rss_mb) = own_usage();
+    let (mut cpu, mut rss_mb) = usage("self");
+    let mut processes = vec![("client".to_string(), rss_mb)];
+    if let Some(cluster) = cluster {
+        for (name, child) in &cluster.processes {
+            let (c, r) = usage(&child.id().to_string());
+            cpu += c;
+            rss_mb = rss_mb.max(r);
+            processes.push((name.clone(), r));
+        }
+    }
     println!(
         "{}",
         serde_json::json!({
             "wall": 0.0, "cpu": cpu, "rss_mb": rss_mb, "candidates": candidates,
-            "filter_bits": filter_bits, "plan": plan_url,
+            "filter_bits": filter_bits, "plan": plan_url, "processes": processes,
         })
     );
+}
+
+/// A scheduler and two executors of this build's `blobgc`, on 127.0.0.1; killed when dropped.
+struct LocalCluster {
+    url: String,
+    processes: Vec<(String, std::process::Child)>,
+}
+
+impl LocalCluster {
+    fn start() -> LocalCluster {
+        let port = |_: usize| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port")
+        };
+        let spawn = |args: Vec<String>| {
+            Command::new(env!("CARGO_BIN_EXE_blobgc"))
+                .args(args)
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("a cluster process")
+        };
+        let scheduler = port(0);
+        let url = format!("df://127.0.0.1:{scheduler}");
+        let mut processes = vec![(
+            "scheduler".to_string(),
+            spawn(vec![
+                "scheduler".into(),
+                "--port".into(),
+                scheduler.to_string(),
+            ]),
+        )];
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        for i in 0..2 {
+            let args = vec![
+                "executor".into(),
+                "--port".into(),
+                port(1).to_string(),
+                "--grpc-port".into(),
+                port(2).to_string(),
+                "--scheduler".into(),
+                url.clone(),
+                "--concurrent-tasks".into(),
+                "1".into(),
+            ];
+            processes.push((format!("executor-{i}"), spawn(args)));
+        }
+        // Registration takes a heartbeat; executors register at start.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        LocalCluster { url, processes }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// Reads every id column once; returns the rows read.
@@ -389,7 +489,12 @@ async fn floor(dir: &Path) -> u64 {
     rows
 }
 
-async fn bench_plan(strategy: &str, dir: &Path, run: &str) -> (u64, u64, Option<String>) {
+async fn bench_plan(
+    strategy: &str,
+    dir: &Path,
+    run: &str,
+    scheduler: Option<&str>,
+) -> (u64, u64, Option<String>) {
     let now: DateTime<Utc> = DateTime::parse_from_rfc3339(NOW).expect("NOW").into();
     let refs = SourceSpec {
         name: "refs".into(),
@@ -411,6 +516,10 @@ async fn bench_plan(strategy: &str, dir: &Path, run: &str) -> (u64, u64, Option<
     if strategy == "bloom-noverify" {
         job.verify = Verify::Off;
     }
+    if let Some(url) = scheduler {
+        job.scheduler = Some(url.to_string());
+        job.partitions = 2;
+    }
     let plan_path = dir.join(format!("plans/{strategy}-{run}"));
     let _ = std::fs::remove_dir_all(&plan_path);
     std::fs::create_dir_all(&plan_path).expect("plan dir");
@@ -431,15 +540,16 @@ async fn bench_plan(strategy: &str, dir: &Path, run: &str) -> (u64, u64, Option<
     (summary.counts.candidate_count, bits, Some(url))
 }
 
-/// This process's CPU seconds and peak resident set (MB), as the kernel counts them.
-fn own_usage() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// A process's CPU seconds and peak resident set (MB), as the kernel counts them; `pid` may be
+/// `self`.
+fn usage(pid: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kb: f64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0.0);
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name: utime and stime are the 12th and 13th.
     let ticks: f64 = stat
         .rsplit_once(')')

@@ -166,6 +166,9 @@ fn gc_args<'a>(refs: &'a str, plan: &'a str) -> Vec<&'a str> {
         "1",
         "--plan-dir",
         plan,
+        // More tasks per stage than one executor's 2 slots: both executors take some.
+        "--partitions",
+        "8",
     ]
 }
 
@@ -194,7 +197,11 @@ fn a_cluster_deletes_what_an_in_process_run_deletes() {
         .cloned()
         .collect();
     assert_eq!(local.left(), expected, "in-process run");
-    assert_eq!(remote.left(), local.left(), "the cluster deleted another set");
+    assert_eq!(
+        remote.left(),
+        local.left(),
+        "the cluster deleted another set"
+    );
     for key in [
         "reference_count",
         "blob_count",
@@ -245,12 +252,16 @@ fn an_executor_killed_in_the_reference_stage_is_replaced_by_the_other() {
     let scheduler_log = cluster.log("scheduler");
     let victim_log = cluster.log("executor-1");
     let mut job = None;
-    wait_for("executor 1 in the filter stage", Duration::from_secs(120), || {
-        let log = read(&scheduler_log);
-        job = job.clone().or_else(|| filter_job(&log));
-        job.as_ref()
-            .is_some_and(|j| read(&victim_log).contains(&format!("Execute task  : [TID {j}/")))
-    });
+    wait_for(
+        "executor 1 in the filter stage",
+        Duration::from_secs(120),
+        || {
+            let log = read(&scheduler_log);
+            job = job.clone().or_else(|| filter_job(&log));
+            job.as_ref()
+                .is_some_and(|j| read(&victim_log).contains(&format!("Execute task  : [TID {j}/")))
+        },
+    );
     let victim = &mut cluster.executors[1];
     victim.kill().expect("kill executor 1");
     victim.wait().expect("reap executor 1");

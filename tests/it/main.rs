@@ -6,6 +6,7 @@ mod adr39;
 mod bad_input;
 mod cluster;
 mod datasets;
+mod deploy;
 mod end_to_end;
 mod fault_proxy;
 mod fuzz;
