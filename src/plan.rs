@@ -697,6 +697,7 @@ async fn build_filter(
 /// A live listing written next to the plan as a Parquet inventory, for a cluster to read.
 async fn listing_as_inventory(store: &Location, job: &Job, dir: &PlanDir) -> Result<String> {
     let local = session(job.partitions);
+    dir.location.register(&local);
     let url = dir.location.child_url(&format!("listing-{}/", job.run_id));
     listing::live(&local, store, job.list_concurrency)
         .await?

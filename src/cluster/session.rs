@@ -10,14 +10,14 @@ use crate::store::{S3Options, store_for};
 use ballista::prelude::SessionContextExt;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::registry::BallistaFunctionRegistry;
-use datafusion::common::config::ConfigExtension;
-use datafusion::common::config::ConfigOptions;
-use datafusion::common::{exec_datafusion_err, extensions_options};
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ConfigOptions, ExtensionOptions};
+use datafusion::common::{config_datafusion_err, config_err, exec_datafusion_err};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStore;
+use std::any::Any;
 use std::sync::Arc;
 use url::Url;
 
@@ -26,52 +26,73 @@ use url::Url;
 /// defaults.
 pub const GRPC_MAX_MESSAGE_BYTES: u32 = 1 << 30;
 
-extensions_options! {
-    /// The job's object-store options, sent with every task (`blobgc.*` keys), so executors
-    /// reach the job's stores as the client does.
-    pub struct JobOptions {
-        pub s3_endpoint: Option<String>, default = None
-        pub s3_region: Option<String>, default = None
-        pub s3_allow_http: Option<bool>, default = None
-        pub s3_virtual_hosted_style: Option<bool>, default = None
-        pub s3_max_retries: Option<usize>, default = None
-        pub s3_retry_timeout_seconds: Option<u64>, default = None
-        pub s3_access_key_id: Option<String>, default = None
-        pub s3_secret_access_key: Option<String>, default = None
-    }
-}
+/// The job's object-store options, sent with every task as `blobgc.s3.*` keys, so executors
+/// reach the job's stores as the client does. (Written out rather than with DataFusion's
+/// `extensions_options!`, whose entries lack the prefix: they would not be applied remotely.)
+#[derive(Debug, Clone, Default)]
+pub struct JobOptions(pub S3Options);
 
 impl ConfigExtension for JobOptions {
     const PREFIX: &'static str = "blobgc";
 }
 
-impl From<&S3Options> for JobOptions {
-    fn from(s: &S3Options) -> Self {
-        JobOptions {
-            s3_endpoint: s.endpoint.clone(),
-            s3_region: s.region.clone(),
-            s3_allow_http: s.allow_http,
-            s3_virtual_hosted_style: s.virtual_hosted_style,
-            s3_max_retries: s.max_retries,
-            s3_retry_timeout_seconds: s.retry_timeout_seconds,
-            s3_access_key_id: s.access_key_id.clone(),
-            s3_secret_access_key: s.secret_access_key.clone(),
-        }
+impl ExtensionOptions for JobOptions {
+    fn as_any(&self) -> &dyn Any {
+        self
     }
-}
 
-impl From<&JobOptions> for S3Options {
-    fn from(j: &JobOptions) -> Self {
-        S3Options {
-            endpoint: j.s3_endpoint.clone(),
-            region: j.s3_region.clone(),
-            allow_http: j.s3_allow_http,
-            virtual_hosted_style: j.s3_virtual_hosted_style,
-            max_retries: j.s3_max_retries,
-            retry_timeout_seconds: j.s3_retry_timeout_seconds,
-            access_key_id: j.s3_access_key_id.clone(),
-            secret_access_key: j.s3_secret_access_key.clone(),
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> datafusion::common::Result<()> {
+        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> datafusion::common::Result<T> {
+            value
+                .parse()
+                .map_err(|_| config_datafusion_err!("blobgc.{key}: invalid value {value:?}"))
         }
+        let o = &mut self.0;
+        match key {
+            "s3.endpoint" => o.endpoint = Some(value.to_string()),
+            "s3.region" => o.region = Some(value.to_string()),
+            "s3.allow_http" => o.allow_http = Some(parse(key, value)?),
+            "s3.virtual_hosted_style" => o.virtual_hosted_style = Some(parse(key, value)?),
+            "s3.max_retries" => o.max_retries = Some(parse(key, value)?),
+            "s3.retry_timeout_seconds" => o.retry_timeout_seconds = Some(parse(key, value)?),
+            "s3.access_key_id" => o.access_key_id = Some(value.to_string()),
+            "s3.secret_access_key" => o.secret_access_key = Some(value.to_string()),
+            _ => return config_err!("unknown option blobgc.{key}"),
+        }
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        let o = &self.0;
+        let entry = |key: &str, value: Option<String>| ConfigEntry {
+            key: format!("{}.s3.{key}", Self::PREFIX),
+            value,
+            description: "",
+        };
+        vec![
+            entry("endpoint", o.endpoint.clone()),
+            entry("region", o.region.clone()),
+            entry("allow_http", o.allow_http.map(|v| v.to_string())),
+            entry(
+                "virtual_hosted_style",
+                o.virtual_hosted_style.map(|v| v.to_string()),
+            ),
+            entry("max_retries", o.max_retries.map(|v| v.to_string())),
+            entry(
+                "retry_timeout_seconds",
+                o.retry_timeout_seconds.map(|v| v.to_string()),
+            ),
+            entry("access_key_id", o.access_key_id.clone()),
+            entry("secret_access_key", o.secret_access_key.clone()),
+        ]
     }
 }
 
@@ -81,7 +102,7 @@ pub fn job_s3(options: &ConfigOptions) -> S3Options {
     options
         .extensions
         .get::<JobOptions>()
-        .map(S3Options::from)
+        .map(|j| j.0.clone())
         .unwrap_or_else(crate::store::configured_s3)
 }
 
@@ -147,7 +168,7 @@ pub async fn remote(
         .extensions
         .get_mut::<JobOptions>()
         .ok_or_else(|| crate::error::Error::runtime("job options missing from the session"))? =
-        JobOptions::from(s3);
+        JobOptions(s3.clone());
     let runtime = runtime_env(&config)?;
     let state = SessionStateBuilder::new()
         .with_config(config)
@@ -180,5 +201,31 @@ impl ObjectStoreRegistry for JobStores {
 
     fn get_store(&self, url: &Url) -> datafusion::common::Result<Arc<dyn ObjectStore>> {
         store_for(url, &self.s3).map_err(|e| exec_datafusion_err!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballista_core::extension::SessionConfigHelperExt;
+
+    #[test]
+    fn job_options_survive_the_trip_to_another_process() {
+        let s3 = S3Options {
+            endpoint: Some("http://127.0.0.1:8333".into()),
+            allow_http: Some(true),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            ..S3Options::default()
+        };
+        let mut sent = session_config();
+        *sent
+            .options_mut()
+            .extensions
+            .get_mut::<JobOptions>()
+            .expect("extension") = JobOptions(s3.clone());
+        let pairs = sent.to_key_value_pairs();
+        let received = session_config().update_from_key_value_pair(&pairs);
+        assert_eq!(job_s3(received.options()), s3);
     }
 }

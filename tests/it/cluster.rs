@@ -112,6 +112,17 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for name in ["scheduler", "executor-0", "executor-1"] {
+                let log = read(&self.log(name));
+                for line in log
+                    .lines()
+                    .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+                {
+                    eprintln!("{name}: {line}");
+                }
+            }
+        }
         for child in self.executors.iter_mut().chain([&mut self.scheduler]) {
             let _ = child.kill();
             let _ = child.wait();
@@ -297,4 +308,63 @@ fn filter_job(log: &str) -> Option<String> {
     let start = before.rfind(marker)? + marker.len();
     let end = before[start..].find(']')? + start;
     Some(before[start..end].to_string())
+}
+
+#[test]
+fn executors_reach_s3_with_the_options_of_the_job_file_alone() {
+    let server = crate::s3_server::server();
+    let s3 = crate::s3_server::client(&server.endpoint);
+    let f = Fixture::new();
+    let p = crate::s3_server::prefix("cluster");
+    let (orphans, kept) = crate::s3::orphans_on_s3(&s3, &f, &p, 150);
+    // Neither the executors nor the client have AWS_* variables: the job file is all they get.
+    let job = f.path("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"store = "{store}"
+plan_root = "{root}"
+max_delete_fraction = 1.0
+
+[[references]]
+name = "messages"
+url = "{refs}"
+
+[s3]
+endpoint = "{endpoint}"
+region = "us-east-1"
+allow_http = true
+access_key_id = "testkey"
+secret_access_key = "testsecret"
+"#,
+            store = crate::s3::url(&p, "store"),
+            root = crate::s3::url(&p, "plans"),
+            refs = crate::s3::url(&p, "refs/messages"),
+            endpoint = server.endpoint,
+        ),
+    )
+    .expect("job file");
+    let cluster = Cluster::start(2);
+    let url = cluster.url();
+    let job = job.display().to_string();
+    let run = f.blobgc(&[
+        "run",
+        "--job",
+        &job,
+        "--now",
+        T2,
+        "--scheduler",
+        &url,
+        "--partitions",
+        "4",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.u("gced_blob_count"), orphans.len() as u64);
+    let left = crate::s3::keys(&s3, &format!("{p}/store"));
+    assert_eq!(left, kept.iter().cloned().collect::<BTreeSet<_>>());
+    // The sweep ran on the executors: they logged its tasks.
+    let swept =
+        (0..2).any(|i| read(&cluster.log(&format!("executor-{i}"))).contains("Execute task"));
+    assert!(swept);
+    assert!(!run.stderr.contains("testsecret") && !run.stdout.contains("testsecret"));
 }

@@ -65,7 +65,7 @@ fn put_blobs(s3: &AmazonS3, prefix: &str, ids: &[String]) {
     });
 }
 
-fn keys(s3: &AmazonS3, prefix: &str) -> BTreeSet<String> {
+pub(crate) fn keys(s3: &AmazonS3, prefix: &str) -> BTreeSet<String> {
     let p = Path::parse(prefix).unwrap();
     rt().block_on(s3.list(Some(&p)).try_collect::<Vec<_>>())
         .unwrap()
@@ -74,7 +74,7 @@ fn keys(s3: &AmazonS3, prefix: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn url(prefix: &str, rest: &str) -> String {
+pub(crate) fn url(prefix: &str, rest: &str) -> String {
     format!("s3://{BUCKET}/{prefix}/{rest}")
 }
 
@@ -146,7 +146,12 @@ fn s3_case(name: &str) -> (&'static s3_server::S3Server, AmazonS3, Fixture, Stri
 }
 
 /// `n` orphans and 50 referenced blobs under `p/store`, references under `p/refs`.
-fn orphans_on_s3(s3: &AmazonS3, f: &Fixture, p: &str, n: usize) -> (Vec<String>, Vec<String>) {
+pub(crate) fn orphans_on_s3(
+    s3: &AmazonS3,
+    f: &Fixture,
+    p: &str,
+    n: usize,
+) -> (Vec<String>, Vec<String>) {
     let orphans: Vec<String> = (0..n).map(|i| id(557, &format!("o{i}"))).collect();
     let kept: Vec<String> = (0..50).map(|i| id(557, &format!("k{i}"))).collect();
     put_blobs(s3, &format!("{p}/store"), &orphans);
