@@ -174,20 +174,17 @@ impl Bloom {
         -(m / k) * (1.0 - self.fill_ratio()).ln()
     }
 
-    /// This filter folded to the smallest size that keeps `fpp` for the ids it holds: a filter
-    /// sized for reference rows, which count a shared blob once per reference, shrinks to its
-    /// distinct ids.
-    pub fn fit(self, fpp: f64) -> Result<Bloom> {
+    /// The factor that folds this filter to the smallest size keeping `fpp` for the ids it
+    /// holds: a filter sized for reference rows, which count a shared blob once per reference,
+    /// shrinks to its distinct ids.
+    pub fn fit_factor(&self, fpp: f64) -> usize {
         let needed = self.estimated_items().max(1.0) * -fpp.ln() / std::f64::consts::LN_2.powi(2);
         let words = self.filter.as_slice().len();
         let mut factor = ((words as f64 * 64.0 / needed) as usize).clamp(1, MAX_FOLD);
         while !words.is_multiple_of(factor) {
             factor -= 1;
         }
-        if factor == 1 {
-            return Ok(self);
-        }
-        self.fold(factor)
+        factor
     }
 
     /// Share of bits set.
@@ -444,8 +441,8 @@ mod tests {
         }
         let estimated = a.estimated_items();
         assert!((estimated - 30_000.0).abs() < 300.0, "{estimated}");
-        let fitted = a.fit(0.01).unwrap();
-        assert_eq!(fitted.params().num_bits, big.num_bits / 8, "capped at 8");
+        assert_eq!(a.fit_factor(0.01), 8, "capped at 8");
+        let fitted = a.fold(8).unwrap();
         assert!(ids.iter().all(|id| fitted.contains(id)));
     }
 

@@ -207,12 +207,15 @@ impl Accumulator for BloomAccumulator {
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
-        let fitted = self
-            .bloom
-            .clone()
-            .fit(self.fpp)
-            .map_err(|e| exec_datafusion_err!("{e}"))?;
-        Ok(ScalarValue::Binary(Some(fitted.encode())))
+        let encoded = match self.bloom.fit_factor(self.fpp) {
+            1 => self.bloom.encode(),
+            factor => self
+                .bloom
+                .fold(factor)
+                .map_err(|e| exec_datafusion_err!("{e}"))?
+                .encode(),
+        };
+        Ok(ScalarValue::Binary(Some(encoded)))
     }
 
     fn size(&self) -> usize {

@@ -325,6 +325,9 @@ fn executors_reach_s3_with_the_options_of_the_job_file_alone() {
             r#"store = "{store}"
 plan_root = "{root}"
 max_delete_fraction = 1.0
+# No false positive among the 150 orphans: every one of them must go.
+fpp = 0.0000001
+salt = "cluster-s3"
 
 [[references]]
 name = "messages"
