@@ -462,6 +462,9 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     }
     summary.batches.sort();
     summary.listing_seconds = started.elapsed().as_secs_f64();
+    if remote && job.inventory.is_none() {
+        dir.delete_dir(&listing_dir(&job.run_id)).await?;
+    }
 
     let c = &summary.counts;
     if c.malformed_id_count > 0 && !job.ignore_malformed {
@@ -694,11 +697,16 @@ async fn build_filter(
     ))
 }
 
-/// A live listing written next to the plan as a Parquet inventory, for a cluster to read.
+fn listing_dir(run_id: &str) -> String {
+    format!("listing-{run_id}")
+}
+
+/// A live listing written next to the plan as a Parquet inventory, for a cluster to read;
+/// removed once probed.
 async fn listing_as_inventory(store: &Location, job: &Job, dir: &PlanDir) -> Result<String> {
     let local = session(job.partitions);
     dir.location.register(&local);
-    let url = dir.location.child_url(&format!("listing-{}/", job.run_id));
+    let url = format!("{}/", dir.location.child_url(&listing_dir(&job.run_id)));
     listing::live(&local, store, job.list_concurrency)
         .await?
         .write_parquet(&url, DataFrameWriteOptions::new(), None)

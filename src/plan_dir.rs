@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! summary.json                 inputs, parameters, counts, status, the list of batches
-//! filter-<sha256>.bloom        the merged Bloom filter, named by its content hash
+//! filter-<run>.parquet         the merged Bloom filter as the reduce stage wrote it (its
+//!                              SHA-256 is in the summary and checked by every reader)
+//! filter-<run>.bloom           the filter of `blobgc incremental`
+//! listing-<run>/               on a cluster, a live listing as an inventory, while planning
 //! batches/<name>.parquet       deletion batches: blob_id (Utf8), size (Int64)
 //! done/<name>.json             written once a batch is fully deleted: the sweep skips it
 //! ```
@@ -182,6 +185,18 @@ impl PlanDir {
                 deleted: a.deleted + o.deleted,
                 bytes: a.bytes + o.bytes,
             }))
+    }
+
+    /// Deletes everything below `name/` (a scratch table of the plan).
+    pub async fn delete_dir(&self, name: &str) -> Result<()> {
+        let prefix = self.location.child(name);
+        let store = &self.location.store;
+        let paths = store.list(Some(&prefix)).map_ok(|m| m.location).boxed();
+        store
+            .delete_stream(paths)
+            .try_for_each(|_| futures::future::ready(Ok(())))
+            .await?;
+        Ok(())
     }
 
     pub async fn delete_batches(&self, names: &[String]) -> Result<()> {

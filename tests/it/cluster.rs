@@ -370,4 +370,8 @@ secret_access_key = "testsecret"
         (0..2).any(|i| read(&cluster.log(&format!("executor-{i}"))).contains("Execute task"));
     assert!(swept);
     assert!(!run.stderr.contains("testsecret") && !run.stdout.contains("testsecret"));
+    // The live listing went through the plan root as an inventory, and is gone once probed.
+    let plans = crate::s3::keys(&s3, &format!("{p}/plans"));
+    assert!(plans.iter().any(|k| k.ends_with("summary.json")));
+    assert!(!plans.iter().any(|k| k.contains("/listing-")), "{plans:?}");
 }
