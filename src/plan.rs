@@ -35,7 +35,7 @@ use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, sum};
 use datafusion::logical_expr::{JoinType, Partitioning, cast as cast_expr, col, lit, not, when};
 use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::prelude::{DataFrame, ParquetReadOptions, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use indicatif::ProgressBar;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -46,6 +46,9 @@ use std::time::Instant;
 
 /// How many malformed ids a plan names.
 const MALFORMED_EXAMPLES: usize = 5;
+/// False-positive rate of the candidates' filter in the cluster's verification: few enough
+/// suspects to compare all of them exactly on the client.
+const SUSPECT_FPP: f64 = 1e-6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -506,7 +509,15 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         }
         if verify {
             progress.set_message("verifying candidates against every reference");
-            found = verify_on_cluster(&ctx, dir, &summary.batches, references).await?;
+            found = verify_on_cluster(
+                dir,
+                &summary.run_id,
+                &job.salt,
+                &summary.counts,
+                &summary.batches,
+                references,
+            )
+            .await?;
         }
     } else {
         let fingerprints = match fingerprints {
@@ -847,31 +858,49 @@ async fn count_on_cluster(references: DataFrame) -> Result<ReferenceCounts> {
     })
 }
 
-/// The exact verification on a cluster: the candidates' batches semi-joined with every
-/// reference, canonical spellings on both sides; the referenced candidates found (none, unless
-/// the filter missed a reference).
+/// The exact verification on a cluster, shaped like the in-process one: the candidates go into
+/// a second, small Bloom filter at [`SUSPECT_FPP`] (stored next to the plan, loaded once per
+/// executor like the main one), executors stream every reference past it, and the few that
+/// match (suspects) are compared exactly, by canonical spelling, with the candidates here. A
+/// map-only stage: no join, no shuffle of the references. Returns the referenced candidates
+/// found (none, unless the main filter missed a reference).
 async fn verify_on_cluster(
-    ctx: &SessionContext,
     dir: &PlanDir,
+    run_id: &str,
+    salt: &str,
+    counts: &PlanCounts,
     batches: &[String],
     references: DataFrame,
 ) -> Result<Vec<String>> {
-    let urls: Vec<String> = batches.iter().map(|b| dir.batch_url(b)).collect();
-    let keys = references.select(vec![canonical(col(BLOB_ID)).alias("ref_key")])?;
-    let found = ctx
-        .read_parquet(urls, ParquetReadOptions::default())
-        .await?
-        .select(vec![
-            cast_expr(col(BLOB_ID), DataType::Utf8).alias(BLOB_ID),
-            canonical(col(BLOB_ID)).alias("key"),
-        ])?
-        .join(keys, JoinType::LeftSemi, &["key"], &["ref_key"], None)?
-        .select(vec![col(BLOB_ID)])?
-        .limit(0, Some(MALFORMED_EXAMPLES))?
+    let params = FilterParams::for_items(
+        counts.candidate_count,
+        SUSPECT_FPP,
+        FilterParams::seed_from_salt(&format!("{salt}/candidates")),
+    );
+    let mut candidates = Bloom::new(params)?;
+    for name in batches {
+        dir.read_batch(name)
+            .await?
+            .iter()
+            .for_each(|(id, _)| candidates.insert(id));
+    }
+    let (location, checksum) = dir
+        .write_filter(&format!("candidates-{run_id}.bloom"), candidates.encode())
+        .await?;
+    drop(candidates);
+    let suspect = functions::bloom_contains().call(vec![
+        col(BLOB_ID),
+        lit(location.as_str()),
+        lit(checksum.as_str()),
+    ]);
+    let suspects = references
+        .filter(col(BLOB_ID).is_not_null().and(suspect))?
+        .select(vec![cast_expr(col(BLOB_ID), DataType::Utf8)])?
+        .limit(0, Some(verify::MAX_SUSPECTS))?
         .collect()
         .await
         .map_err(|e| Error::runtime(format!("verifying candidates: {e}")))?;
-    Ok(found
+    let suspects: Vec<String> = suspects
         .iter()
         .flat_map(|b| {
             b.column(0)
@@ -881,7 +910,8 @@ async fn verify_on_cluster(
                 .map(String::from)
                 .collect::<Vec<_>>()
         })
-        .collect())
+        .collect();
+    verify::confirm(dir, batches, &suspects, MALFORMED_EXAMPLES).await
 }
 
 /// One partition of the probe: counts what it sees and writes its candidates as batches.

@@ -20,7 +20,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 /// Suspects kept for the exact comparison: more would mean a broken filter anyway.
-const MAX_SUSPECTS: usize = 10_000;
+pub const MAX_SUSPECTS: usize = 10_000;
 
 /// The fingerprint of an id: a hash of its canonical spelling, stable within a process.
 pub fn fingerprint(id: &str) -> u64 {
