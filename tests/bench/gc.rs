@@ -110,7 +110,7 @@ fn main() {
             notes.push(format!("{size}: {note}"));
         }
         for (s, v) in &results {
-            if let Some(m) = v.last().filter(|m| !m.processes.is_empty()) {
+            if let Some(m) = v.last().filter(|m| m.processes.len() > 1) {
                 let peaks: Vec<String> = m
                     .processes
                     .iter()

@@ -186,3 +186,20 @@ fn the_airflow_dag_compiles() {
     let dag = std::fs::read_to_string(deploy("airflow/blobgc_dag.py")).unwrap();
     assert!(dag.contains("plan >> check >> sweep"));
 }
+
+#[test]
+fn the_gc_job_files_users_copy_are_valid() {
+    for name in ["demo", "s3", "cluster"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("jobs/{name}.toml"));
+        let file = blobgc::job::JobFile::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            file.store.is_some() && !file.references.is_empty(),
+            "{name}"
+        );
+    }
+    let cluster = blobgc::job::JobFile::read(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/cluster.toml"),
+    )
+    .unwrap();
+    assert!(cluster.scheduler.is_some_and(|s| s.starts_with("df://")));
+}
