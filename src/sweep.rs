@@ -11,6 +11,9 @@
 //! that finishes a failed or interrupted batch counts it then, so over a crash and a resume
 //! every candidate is counted exactly once (`gced_*` of this sweep plus `previously_gced_*` of
 //! the batches it found done).
+//! **On a cluster** ([`sweep_on_cluster`]) each executor task runs the same per-batch sweep on
+//! its share of the batches; a task run again after an executor loss redoes its batches, whose
+//! keys already gone count as deleted, so each batch is still counted once.
 
 use crate::error::{Error, Result};
 use crate::generation::{GenerationRule, IdClass};
@@ -189,6 +192,7 @@ pub async fn sweep_on_cluster(
         pending,
         mut metrics,
     } = prepare(dir, options, s3).await?;
+    progress.set_length(pending.len() as u64);
     if !pending.is_empty() {
         let partitions = ctx
             .copied_config()
