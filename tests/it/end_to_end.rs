@@ -231,8 +231,10 @@ async fn exact_verification_finds_a_referenced_candidate() {
     use blobgc::store::Location;
     let f = Fixture::new();
     let (referenced, orphan) = (id(557, "referenced"), id(557, "orphan"));
+    // The reference spells the id another way: it must still be caught.
+    let respelled = referenced.replacen("1_557_", "1_0557_", 1);
     let spec =
-        blobgc::references::SourceSpec::parse_flag(&f.refs("messages", &[&referenced])).unwrap();
+        blobgc::references::SourceSpec::parse_flag(&f.refs("messages", &[&respelled])).unwrap();
     let ctx = blobgc::plan::session(2);
     let source = blobgc::references::open(&ctx, &spec).await.unwrap();
     let dir = PlanDir::new(Location::parse(f.path("plan").to_str().unwrap(), "plan").unwrap());
@@ -252,19 +254,11 @@ async fn exact_verification_finds_a_referenced_candidate() {
     ])
     .unwrap();
     dir.write_batch("buggy", &batch).await.unwrap();
-    let rule = blobgc::generation::GenerationRule {
-        family: 1,
-        current_generation: 559,
-    };
     let batches = ["buggy".to_string()];
-    let fingerprints =
-        std::sync::Arc::new(blobgc::verify::fingerprints(&dir, &batches).await.unwrap());
-    let checked = blobgc::verify::check_references(source.ids, Some(fingerprints), None, rule)
-        .await
-        .unwrap();
-    let found = blobgc::verify::confirm(&dir, &batches, &checked.suspects, 5)
-        .await
-        .unwrap();
+    let found =
+        blobgc::verify::referenced_candidates(&dir, "run", "salt", 2, &batches, source.ids, 5)
+            .await
+            .unwrap();
     assert_eq!(found, vec![referenced]);
 }
 
