@@ -35,8 +35,7 @@ pub enum Strategy {
     Exact,
 }
 
-/// The default `verify_limit`: the candidates' filter of the verification is ~3.6 bytes each,
-/// loaded by every process that checks references.
+/// The default `verify_limit`: the candidates are the build side of a hash join, held in memory.
 pub const DEFAULT_VERIFY_LIMIT: u64 = 10_000_000;
 
 /// The default `lease_ttl`: a run holding the lease longer than this can be overtaken.
@@ -326,8 +325,7 @@ pub struct JobArgs {
     /// most --verify-limit candidates), exact, off.
     #[arg(long, value_name = "MODE")]
     pub verify: Option<Verify>,
-    /// Candidates above which `--verify auto` skips the exact check (their filter, ~3.6 bytes
-    /// each, is loaded by every process checking references).
+    /// Candidates above which `--verify auto` skips the exact check (they are held in memory).
     #[arg(long, value_name = "N")]
     pub verify_limit: Option<u64>,
     /// How candidates are found: bloom (a salted Bloom filter, lean; the default) or exact (a

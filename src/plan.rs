@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::filter::StoredFilter;
 use crate::filter::{Bloom, FilterParams};
 use crate::functions;
+use crate::functions::for_each_id;
 use crate::generation::{GenerationRule, IdClass};
 use crate::job::{Job, Strategy, Verify};
 use crate::listing::{self, BLOB_ID, SIZE};
@@ -39,10 +40,15 @@ use futures::TryStreamExt;
 use indicatif::ProgressBar;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// How many malformed ids a plan names.
 const MALFORMED_EXAMPLES: usize = 5;
+/// False-positive rate of the candidates' filter in the cluster's verification: few enough
+/// suspects to compare all of them exactly on the client.
+const SUSPECT_FPP: f64 = 1e-6;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -427,6 +433,10 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 ])?
         }
     };
+    // Candidates are fingerprinted as they are found, for the exact verification, unless the
+    // job turns it off (or the exact strategy makes it pointless).
+    let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
+    let mut fingerprints = (verifying && !remote).then(HashSet::new);
     if remote {
         let p = probe_on_cluster(probed, dir, &summary.run_id, job.batch_size, progress).await?;
         summary.counts.add(p.counts);
@@ -441,12 +451,22 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 format!("{}-p{i:04}", summary.run_id),
                 job.batch_size,
             );
-            tasks.spawn(consume(stream, writer, progress.clone()));
+            tasks.spawn(consume(
+                stream,
+                writer,
+                fingerprints.as_ref().map(|_| HashSet::new()),
+                job.verify_limit,
+                progress.clone(),
+            ));
         }
         while let Some(done) = tasks.join_next().await {
             let p = done.map_err(|e| Error::runtime(format!("probe task failed: {e}")))??;
             summary.counts.add(p.counts);
             summary.batches.extend(p.batches);
+            fingerprints = fingerprints.zip(p.fingerprints).map(|(mut all, part)| {
+                all.extend(part);
+                all
+            });
         }
     }
     summary.batches.sort();
@@ -484,41 +504,57 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         };
     let started = Instant::now();
     let exact = job.strategy == Strategy::Exact;
-    // The exact strategy has no filter to count the distinct references with: one more pass.
-    if exact {
-        progress.set_message("counting references");
-        let c = if remote {
-            count_on_cluster(references.clone()).await?
-        } else {
-            let distinct = FilterParams::for_items(
-                expected_items,
-                job.fpp,
-                FilterParams::seed_from_salt(&job.salt),
-            );
-            let c = verify::count_references(references.clone(), distinct).await?;
-            ReferenceCounts {
-                ids: c.ids,
-                rows: c.rows,
-                distinct: c.distinct.estimated_items() as u64,
-            }
-        };
-        summary.counts.reference_count = c.ids;
-        summary.counts.null_reference_count = c.rows - c.ids;
-        summary.counts.distinct_reference_count = c.distinct;
-    }
     let mut found = Vec::new();
-    if verify {
-        progress.set_message("verifying candidates against every reference");
-        found = verify::referenced_candidates(
-            dir,
-            &summary.run_id,
-            &job.salt,
-            summary.counts.candidate_count,
-            &summary.batches,
-            references,
-            MALFORMED_EXAMPLES,
-        )
-        .await?;
+    if remote {
+        if exact {
+            progress.set_message("counting references");
+            let c = count_on_cluster(references.clone()).await?;
+            summary.counts.reference_count = c.ids;
+            summary.counts.null_reference_count = c.rows - c.ids;
+            summary.counts.distinct_reference_count = c.distinct;
+        }
+        if verify {
+            progress.set_message("verifying candidates against every reference");
+            found = verify_on_cluster(
+                dir,
+                &summary.run_id,
+                &job.salt,
+                &summary.counts,
+                &summary.batches,
+                references,
+            )
+            .await?;
+        }
+    } else {
+        let fingerprints = match fingerprints {
+            Some(set) if verify => Some(Arc::new(set)),
+            // Past the limit while probing: `--verify exact` reads them back from the batches.
+            None if verify => Some(Arc::new(verify::fingerprints(dir, &summary.batches).await?)),
+            _ => None,
+        };
+        // One more pass over the references when verifying, and for the exact strategy, which
+        // has no filter to count the distinct references with.
+        if fingerprints.is_some() || exact {
+            progress.set_message("verifying candidates against every reference");
+            let distinct = exact.then(|| {
+                FilterParams::for_items(
+                    expected_items,
+                    job.fpp,
+                    FilterParams::seed_from_salt(&job.salt),
+                )
+            });
+            let checked =
+                verify::check_references(references, fingerprints, distinct, rule).await?;
+            if exact {
+                summary.counts.reference_count = checked.ids;
+                summary.counts.null_reference_count = checked.rows - checked.ids;
+            }
+            if let Some(d) = &checked.distinct {
+                summary.counts.distinct_reference_count = d.estimated_items() as u64;
+            }
+            found = verify::confirm(dir, &summary.batches, &checked.suspects, MALFORMED_EXAMPLES)
+                .await?;
+        }
     }
     summary.verified = verify || exact;
     summary.verify_seconds = started.elapsed().as_secs_f64();
@@ -816,6 +852,7 @@ async fn probe_on_cluster(
     Ok(Probed {
         counts: c,
         batches: writer.written,
+        fingerprints: None,
     })
 }
 
@@ -854,10 +891,68 @@ async fn count_on_cluster(references: DataFrame) -> Result<ReferenceCounts> {
     })
 }
 
+/// The exact verification on a cluster, shaped like the in-process one: the candidates go into
+/// a second, small Bloom filter at [`SUSPECT_FPP`] (stored next to the plan, loaded once per
+/// executor like the main one), executors stream every reference past it, and the few that
+/// match (suspects) are compared exactly, by canonical spelling, with the candidates here. A
+/// map-only stage: no join, no shuffle of the references. Returns the referenced candidates
+/// found (none, unless the main filter missed a reference).
+async fn verify_on_cluster(
+    dir: &PlanDir,
+    run_id: &str,
+    salt: &str,
+    counts: &PlanCounts,
+    batches: &[String],
+    references: DataFrame,
+) -> Result<Vec<String>> {
+    let params = FilterParams::for_items(
+        counts.candidate_count,
+        SUSPECT_FPP,
+        FilterParams::seed_from_salt(&format!("{salt}/candidates")),
+    );
+    let mut candidates = Bloom::new(params)?;
+    for name in batches {
+        dir.read_batch(name)
+            .await?
+            .iter()
+            .for_each(|(id, _)| candidates.insert(id));
+    }
+    let (location, checksum) = dir
+        .write_filter(&format!("candidates-{run_id}.bloom"), candidates.encode())
+        .await?;
+    drop(candidates);
+    let suspect = functions::bloom_contains().call(vec![
+        col(BLOB_ID),
+        lit(location.as_str()),
+        lit(checksum.as_str()),
+    ]);
+    let suspects = references
+        .filter(col(BLOB_ID).is_not_null().and(suspect))?
+        .select(vec![cast_expr(col(BLOB_ID), DataType::Utf8)])?
+        .limit(0, Some(verify::MAX_SUSPECTS))?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("verifying candidates: {e}")))?;
+    let suspects: Vec<String> = suspects
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    verify::confirm(dir, batches, &suspects, MALFORMED_EXAMPLES).await
+}
+
 /// One partition of the probe: counts what it sees and writes its candidates as batches.
 async fn consume(
     mut stream: SendableRecordBatchStream,
     mut writer: BatchWriter,
+    mut fingerprints: Option<HashSet<u64>>,
+    verify_limit: u64,
     progress: ProgressBar,
 ) -> Result<Probed> {
     let mut c = PlanCounts::default();
@@ -876,6 +971,14 @@ async fn consume(
         let candidates =
             filter_record_batch(&batch.project(&[0, 1])?, batch.column(3).as_boolean())?;
         c.candidate_count += candidates.num_rows() as u64;
+        if c.candidate_count > verify_limit {
+            fingerprints = None;
+        }
+        if let Some(set) = &mut fingerprints {
+            for_each_id(candidates.column(0), |id| {
+                set.extend(id.map(verify::fingerprint));
+            })?;
+        }
         c.candidate_bytes += sum_sizes(&candidates)?;
         writer.push(candidates).await?;
         progress.inc(batch.num_rows() as u64);
@@ -884,6 +987,7 @@ async fn consume(
     Ok(Probed {
         counts: c,
         batches: writer.written,
+        fingerprints,
     })
 }
 
@@ -891,6 +995,8 @@ async fn consume(
 struct Probed {
     counts: PlanCounts,
     batches: Vec<String>,
+    /// Its candidates' fingerprints, unless there were too many to verify.
+    fingerprints: Option<HashSet<u64>>,
 }
 
 fn count_batch(batch: &RecordBatch, c: &mut PlanCounts) -> Result<()> {
