@@ -108,21 +108,21 @@ fn literal(expr: &Arc<dyn PhysicalExpr>, what: &str) -> Result<ScalarValue> {
         .ok_or_else(|| exec_datafusion_err!("{BLOOM_BUILD}: {what} must be a literal"))
 }
 
-fn scalar_u64(v: &ScalarValue, what: &str) -> Result<u64> {
+pub(crate) fn scalar_u64(v: &ScalarValue, what: &str) -> Result<u64> {
     match v.cast_to(&DataType::UInt64)? {
         ScalarValue::UInt64(Some(n)) => Ok(n),
         other => exec_err!("{what} must be a non-null integer, got {other}"),
     }
 }
 
-fn scalar_str(v: &ScalarValue, what: &str) -> Result<String> {
+pub(crate) fn scalar_str(v: &ScalarValue, what: &str) -> Result<String> {
     match v.try_as_str() {
         Some(Some(s)) => Ok(s.to_string()),
         _ => exec_err!("{what} must be a non-null string, got {v}"),
     }
 }
 
-fn scalar_arg(v: &ColumnarValue, what: &str) -> Result<ScalarValue> {
+pub(crate) fn scalar_arg(v: &ColumnarValue, what: &str) -> Result<ScalarValue> {
     match v {
         ColumnarValue::Scalar(s) => Ok(s.clone()),
         ColumnarValue::Array(_) => exec_err!("{what} must be a constant"),

@@ -649,13 +649,27 @@ async fn distinct_estimate(references: DataFrame, rows: u64) -> Result<u64> {
         .collect()
         .await
         .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
-    let estimate = batches
+    let estimate = count_at(one_row(&batches, "the distinct estimate")?, 0)?;
+    Ok(((estimate as f64 * DISTINCT_MARGIN).ceil() as u64).min(rows))
+}
+
+/// Column `i` of the first row of `batch`, a count: null (a sum over nothing) is 0.
+fn count_at(batch: &RecordBatch, i: usize) -> Result<u64> {
+    let c = cast(batch.column(i), &DataType::Int64)?;
+    let c = c.as_primitive::<Int64Type>();
+    Ok(if c.is_empty() || c.is_null(0) {
+        0
+    } else {
+        c.value(0).max(0) as u64
+    })
+}
+
+/// The one row of an aggregate without groups.
+fn one_row<'a>(batches: &'a [RecordBatch], what: &str) -> Result<&'a RecordBatch> {
+    batches
         .iter()
         .find(|b| b.num_rows() > 0)
-        .map(|b| cast(b.column(0), &DataType::Int64))
-        .transpose()?
-        .map_or(0, |c| c.as_primitive::<Int64Type>().value(0).max(0) as u64);
-    Ok(((estimate as f64 * DISTINCT_MARGIN).ceil() as u64).min(rows))
+        .ok_or_else(|| Error::runtime(format!("{what} returned no row")))
 }
 
 /// The merged filter as the reduce stage stored it.
@@ -725,11 +739,7 @@ async fn build_filter(
         .ok_or_else(|| bad("no filter".to_string()))?;
     let checksum = StoredFilter::checksum(encoded);
     let bloom = StoredFilter::verify_and_decode(&location, &checksum, encoded)?;
-    let int = |i: usize| -> Result<u64> {
-        let c = cast(row.column(i), &DataType::Int64)?;
-        Ok(c.as_primitive::<Int64Type>().value(0).max(0) as u64)
-    };
-    let (ids, rows) = (int(1)?, int(2)?);
+    let (ids, rows) = (count_at(&row, 1)?, count_at(&row, 2)?);
     Ok((
         Stored {
             bloom,
@@ -799,19 +809,8 @@ async fn probe_on_cluster(
         .collect()
         .await
         .map_err(|e| Error::runtime(format!("probing the listing: {e}")))?;
-    let row = row
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| Error::runtime("probe counts returned no row"))?;
-    let int = |i: usize| -> Result<u64> {
-        let c = cast(row.column(i), &DataType::Int64)?;
-        let c = c.as_primitive::<Int64Type>();
-        Ok(if c.is_null(0) {
-            0
-        } else {
-            c.value(0).max(0) as u64
-        })
-    };
+    let row = one_row(&row, "probe counts")?;
+    let int = |i: usize| count_at(row, i);
     let mut c = PlanCounts {
         blob_count: int(0)?,
         eligible_blob_count: int(1)?,
@@ -876,14 +875,8 @@ async fn count_on_cluster(references: DataFrame) -> Result<ReferenceCounts> {
         .collect()
         .await
         .map_err(|e| Error::runtime(format!("counting references: {e}")))?;
-    let row = row
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| Error::runtime("reference counts returned no row"))?;
-    let int = |i: usize| -> Result<u64> {
-        let c = cast(row.column(i), &DataType::Int64)?;
-        Ok(c.as_primitive::<Int64Type>().value(0).max(0) as u64)
-    };
+    let row = one_row(&row, "reference counts")?;
+    let int = |i: usize| count_at(row, i);
     Ok(ReferenceCounts {
         ids: int(0)?,
         rows: int(1)?,

@@ -16,6 +16,7 @@
 //! keys already gone count as deleted, so each batch is still counted once.
 
 use crate::error::{Error, Result};
+use crate::functions::{scalar_arg, scalar_str, scalar_u64};
 use crate::generation::{GenerationRule, IdClass};
 use crate::listing::path_of;
 use crate::plan::{PlanStatus, PlanSummary};
@@ -25,7 +26,7 @@ use crate::store::{Location, S3Options};
 use arrow::array::{AsArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
-use datafusion::common::{ScalarValue, exec_datafusion_err, exec_err};
+use datafusion::common::exec_datafusion_err;
 use datafusion::logical_expr::{
     ColumnarValue, LogicalPlanBuilder, Partitioning, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, Volatility, col, lit,
@@ -372,24 +373,8 @@ impl ScalarUDFImpl for SweepBatches {
         &self,
         args: ScalarFunctionArgs,
     ) -> datafusion::common::Result<ColumnarValue> {
-        let text = |i: usize, what: &str| -> datafusion::common::Result<String> {
-            match &args.args[i] {
-                ColumnarValue::Scalar(v) => match v.try_as_str() {
-                    Some(Some(s)) => Ok(s.to_string()),
-                    _ => exec_err!("{SWEEP_BATCHES}: {what} must be a string"),
-                },
-                ColumnarValue::Array(_) => exec_err!("{SWEEP_BATCHES}: {what} must be a constant"),
-            }
-        };
-        let number = |i: usize, what: &str| -> datafusion::common::Result<u64> {
-            match &args.args[i] {
-                ColumnarValue::Scalar(v) => match v.cast_to(&DataType::UInt64)? {
-                    ScalarValue::UInt64(Some(n)) => Ok(n),
-                    _ => exec_err!("{SWEEP_BATCHES}: {what} must be a number"),
-                },
-                ColumnarValue::Array(_) => exec_err!("{SWEEP_BATCHES}: {what} must be a constant"),
-            }
-        };
+        let text = |i: usize, what: &str| scalar_str(&scalar_arg(&args.args[i], what)?, what);
+        let number = |i: usize, what: &str| scalar_u64(&scalar_arg(&args.args[i], what)?, what);
         let (dir, store) = (text(1, "plan_dir")?, text(2, "store")?);
         let (rate, concurrency) = (number(3, "rate")?, number(4, "concurrency")?);
         let names = cast(&args.args[0].to_array(args.number_rows)?, &DataType::Utf8)?;
