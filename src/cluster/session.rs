@@ -124,17 +124,23 @@ pub fn runtime_env(config: &SessionConfig) -> datafusion::common::Result<Arc<Run
     ))
 }
 
+/// A session state of `config` whose stores are made with the job's options in it.
+fn state_with_job_stores(
+    config: SessionConfig,
+) -> datafusion::common::Result<datafusion::execution::SessionState> {
+    let runtime = runtime_env(&config)?;
+    Ok(SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .build())
+}
+
 /// The scheduler's sessions: they plan with blobgc's functions.
 pub fn session_state(
     config: SessionConfig,
 ) -> datafusion::common::Result<datafusion::execution::SessionState> {
-    let runtime = runtime_env(&config)?;
-    let state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .build();
-    let ctx = SessionContext::new_with_state(state);
+    let ctx = SessionContext::new_with_state(state_with_job_stores(config)?);
     functions::register(&ctx);
     Ok(ctx.state())
 }
@@ -169,13 +175,7 @@ pub async fn remote(
         .get_mut::<JobOptions>()
         .ok_or_else(|| crate::error::Error::runtime("job options missing from the session"))? =
         JobOptions(s3.clone());
-    let runtime = runtime_env(&config)?;
-    let state = SessionStateBuilder::new()
-        .with_config(config)
-        .with_runtime_env(runtime)
-        .with_default_features()
-        .build();
-    let ctx = SessionContext::remote_with_state(url, state)
+    let ctx = SessionContext::remote_with_state(url, state_with_job_stores(config)?)
         .await
         .map_err(|e| crate::error::Error::usage(format!("--scheduler {url}: {e}")))?;
     // Connecting replaces the session's functions with Ballista's.
