@@ -141,23 +141,24 @@ pub async fn sweep(
     options: &SweepOptions,
     progress: &ProgressBar,
 ) -> Result<(PlanSummary, SweepMetrics)> {
-    let started = Instant::now();
-    let Prepared {
-        summary,
-        store,
-        pending,
-        mut metrics,
-    } = prepare(dir, options, &crate::store::configured_s3()).await?;
+    let mut p = prepare(dir, options, &crate::store::configured_s3()).await?;
     let limit = options.max_deletes_per_second.map(RateLimit::new);
-    let quarantine = summary
+    let quarantine = p
+        .summary
         .quarantine
         .as_deref()
         .map(|q| Quarantine::parse_with(q, &crate::store::configured_s3()))
         .transpose()?;
     {
-        let batch = BatchSweep::new(dir, &summary, &store, limit.as_ref(), quarantine.as_ref());
-        progress.set_length(pending.len() as u64);
-        let mut results = futures::stream::iter(pending)
+        let batch = BatchSweep::new(
+            dir,
+            &p.summary,
+            &p.store,
+            limit.as_ref(),
+            quarantine.as_ref(),
+        );
+        progress.set_length(p.pending.len() as u64);
+        let mut results = futures::stream::iter(std::mem::take(&mut p.pending))
             .map(|name| {
                 let batch = &batch;
                 async move {
@@ -168,12 +169,10 @@ pub async fn sweep(
             .buffer_unordered(options.concurrency.max(1));
         while let Some((name, result)) = results.next().await {
             progress.inc(1);
-            metrics.add(name, result)?;
+            p.metrics.add(name, result)?;
         }
     }
-    metrics.failed_batches.sort_by(|a, b| a.batch.cmp(&b.batch));
-    metrics.sweep_seconds = started.elapsed().as_secs_f64();
-    Ok((summary, metrics))
+    Ok(p.finish())
 }
 
 /// Sweeps the plan in `dir` on a cluster: the pending batches are spread over `ctx`'s
@@ -186,13 +185,8 @@ pub async fn sweep_on_cluster(
     s3: &S3Options,
     progress: &ProgressBar,
 ) -> Result<(PlanSummary, SweepMetrics)> {
-    let started = Instant::now();
-    let Prepared {
-        summary,
-        store,
-        pending,
-        mut metrics,
-    } = prepare(dir, options, s3).await?;
+    let mut p = prepare(dir, options, s3).await?;
+    let pending = std::mem::take(&mut p.pending);
     progress.set_length(pending.len() as u64);
     if !pending.is_empty() {
         let partitions = ctx
@@ -213,7 +207,7 @@ pub async fn sweep_on_cluster(
                     .call(vec![
                         col("column1"),
                         lit(dir.location.url()),
-                        lit(store.url()),
+                        lit(p.store.url()),
                         lit(rate),
                         lit(options.concurrency.max(1) as u64),
                     ])
@@ -230,24 +224,35 @@ pub async fn sweep_on_cluster(
                 progress.inc(1);
                 let outcome: RemoteOutcome = serde_json::from_str(results.value(i))
                     .map_err(|e| Error::runtime(format!("sweep outcome of a batch: {e}")))?;
-                metrics.add(names.value(i).to_string(), outcome.into())?;
+                p.metrics.add(names.value(i).to_string(), outcome.into())?;
             }
         }
     }
-    metrics.failed_batches.sort_by(|a, b| a.batch.cmp(&b.batch));
-    metrics.sweep_seconds = started.elapsed().as_secs_f64();
-    Ok((summary, metrics))
+    Ok(p.finish())
 }
 
-/// A plan ready to sweep: its summary, its store, its batches not done yet.
+/// A plan ready to sweep: its summary, its store, its batches not done yet, and the metrics
+/// the sweep adds to.
 struct Prepared {
     summary: PlanSummary,
     store: Location,
     pending: Vec<String>,
     metrics: SweepMetrics,
+    started: Instant,
+}
+
+impl Prepared {
+    fn finish(mut self) -> (PlanSummary, SweepMetrics) {
+        self.metrics
+            .failed_batches
+            .sort_by(|a, b| a.batch.cmp(&b.batch));
+        self.metrics.sweep_seconds = self.started.elapsed().as_secs_f64();
+        (self.summary, self.metrics)
+    }
 }
 
 async fn prepare(dir: &PlanDir, options: &SweepOptions, s3: &S3Options) -> Result<Prepared> {
+    let started = Instant::now();
     let summary = dir.read_summary().await?;
     if summary.status != PlanStatus::Planned {
         return Err(Error::aborted(format!(
@@ -283,6 +288,7 @@ async fn prepare(dir: &PlanDir, options: &SweepOptions, s3: &S3Options) -> Resul
         store,
         pending,
         metrics,
+        started,
     })
 }
 

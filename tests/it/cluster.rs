@@ -1,6 +1,7 @@
 //! The GC on a real Ballista cluster: a scheduler and two executors, each a `blobgc` process
 //! on 127.0.0.1, against the same inputs as an in-process run.
 
+use crate::s3_server::wait_for;
 use crate::support::{Fixture, T2, id, write_batch};
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use std::collections::BTreeSet;
@@ -8,7 +9,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Reference rows beyond the store's own: 1.4M distinct ids at fpp 1e-6 make a merged filter of
 /// about 5 MB, above gRPC's 4 MiB default message size.
@@ -40,14 +41,6 @@ fn spawn(args: &[String], log: &Path) -> Child {
         .stderr(log)
         .spawn()
         .expect("starting a cluster process")
-}
-
-fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 impl Cluster {

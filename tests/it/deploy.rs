@@ -4,6 +4,7 @@
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 fn deploy(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -11,38 +12,48 @@ fn deploy(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-/// The python3 of the test venv (it has PyYAML), installed by `tests/setup-seaweedfs.sh`.
-fn python() -> PathBuf {
-    let setup = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/setup-seaweedfs.sh");
-    let out = Command::new("bash")
-        .arg(setup)
-        .output()
-        .expect("setup script");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let weed = PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim());
-    weed.with_file_name("python3")
+/// The python3 of the test venv (it has PyYAML), installed by `tests/setup-seaweedfs.sh`
+/// once per test process.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let setup = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/setup-seaweedfs.sh");
+        let out = Command::new("bash")
+            .arg(setup)
+            .output()
+            .expect("setup script");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let weed = PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim());
+        weed.with_file_name("python3")
+    })
 }
 
-/// Every YAML document of a file, as JSON.
-fn yaml(rel: &str) -> Vec<Value> {
+/// The stdout of `python3 -c script args...`, which must succeed.
+fn run_python(script: &str, args: &[&Path]) -> Vec<u8> {
     let out = Command::new(python())
-        .args([
-            "-c",
-            "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
-        ])
-        .arg(deploy(rel))
+        .args(["-c", script])
+        .args(args)
         .output()
         .expect("python3");
     assert!(
         out.status.success(),
-        "{rel}: {}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("json")
+    out.stdout
+}
+
+/// Every YAML document of a file, as JSON.
+fn yaml(rel: &str) -> Vec<Value> {
+    let out = run_python(
+        "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))",
+        &[&deploy(rel)],
+    );
+    serde_json::from_slice(&out).expect("json")
 }
 
 fn doc<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -172,16 +183,10 @@ fn argo_plans_inspects_then_sweeps() {
 
 #[test]
 fn the_airflow_dag_compiles() {
-    let out = Command::new(python())
-        .args(["-c", "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)"])
-        .arg(deploy("airflow/blobgc_dag.py"))
-        .arg(std::env::temp_dir().join(format!("blobgc_dag-{}.pyc", std::process::id())))
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let pyc = std::env::temp_dir().join(format!("blobgc_dag-{}.pyc", std::process::id()));
+    run_python(
+        "import py_compile, sys; py_compile.compile(sys.argv[1], cfile=sys.argv[2], doraise=True)",
+        &[&deploy("airflow/blobgc_dag.py"), &pyc],
     );
     let dag = std::fs::read_to_string(deploy("airflow/blobgc_dag.py")).unwrap();
     assert!(dag.contains("plan >> check >> sweep"));
