@@ -74,6 +74,14 @@ impl FilterParams {
 pub struct Bloom {
     params: FilterParams,
     filter: BloomFilter,
+    hash_seed: u64,
+}
+
+/// The hash of an id under a run's seed: XXH3 of its text. fastbloom derives the bit indexes
+/// from this one hash; its own default (SipHash through `Hash for str`) cost more per id than
+/// the filter's memory accesses.
+pub fn id_hash(seed: u64, id: &str) -> u64 {
+    twox_hash::XxHash3_64::oneshot_with_seed(seed, id.as_bytes())
 }
 
 impl Bloom {
@@ -93,10 +101,12 @@ impl Bloom {
                 words.len()
             )));
         }
-        let filter = BloomFilter::from_vec(words)
-            .seed(&params.seed)
-            .hashes(params.num_hashes);
-        Ok(Bloom { params, filter })
+        let filter = BloomFilter::from_vec(words).hashes(params.num_hashes);
+        Ok(Bloom {
+            params,
+            filter,
+            hash_seed: params.seed as u64 ^ (params.seed >> 64) as u64,
+        })
     }
 
     pub fn params(&self) -> FilterParams {
@@ -106,16 +116,17 @@ impl Bloom {
     /// Inserts a referenced id, and its canonical spelling when it differs (`0_0_abc` is the
     /// blob `abc`, `1_0557_x` the blob `1_557_x`), so no spelling of a reference is missed.
     pub fn insert(&mut self, id: &str) {
-        self.filter.insert(id);
+        self.filter.insert_hash(id_hash(self.hash_seed, id));
         if let Some(canonical) = non_canonical(id) {
-            self.filter.insert(canonical.as_str());
+            self.filter.insert_hash(id_hash(self.hash_seed, &canonical));
         }
     }
 
     /// Whether a listed id may be referenced, under any spelling.
     pub fn contains(&self, id: &str) -> bool {
-        self.filter.contains(id)
-            || non_canonical(id).is_some_and(|c| self.filter.contains(c.as_str()))
+        self.filter.contains_hash(id_hash(self.hash_seed, id))
+            || non_canonical(id)
+                .is_some_and(|c| self.filter.contains_hash(id_hash(self.hash_seed, &c)))
     }
 
     /// ORs a partial filter into this one. Both must come from the same parameters.
@@ -242,7 +253,8 @@ pub const MAX_FOLD: usize = 8;
 /// lcm(1..=8): word counts that every fold up to [`MAX_FOLD`] divides.
 const FOLD_WORDS_UNIT: usize = 840;
 
-const MAGIC: &[u8; 8] = b"BLOBGCB1";
+/// Names the hash too: a filter of another version's hash would miss every id.
+const MAGIC: &[u8; 8] = b"BLOBGCB2";
 const HEADER_LEN: usize = 8 + 4 + 16 + 8;
 
 fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {

@@ -40,7 +40,6 @@ use futures::TryStreamExt;
 use indicatif::ProgressBar;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -436,7 +435,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     // Candidates are fingerprinted as they are found, for the exact verification, unless the
     // job turns it off (or the exact strategy makes it pointless).
     let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
-    let mut fingerprints = (verifying && !remote).then(HashSet::new);
+    let mut fingerprints = (verifying && !remote).then(verify::Fingerprints::default);
     if remote {
         let p = probe_on_cluster(probed, dir, &summary.run_id, job.batch_size, progress).await?;
         summary.counts.add(p.counts);
@@ -454,7 +453,9 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             tasks.spawn(consume(
                 stream,
                 writer,
-                fingerprints.as_ref().map(|_| HashSet::new()),
+                fingerprints
+                    .as_ref()
+                    .map(|_| verify::Fingerprints::default()),
                 job.verify_limit,
                 progress.clone(),
             ));
@@ -944,7 +945,7 @@ async fn verify_on_cluster(
 async fn consume(
     mut stream: SendableRecordBatchStream,
     mut writer: BatchWriter,
-    mut fingerprints: Option<HashSet<u64>>,
+    mut fingerprints: Option<verify::Fingerprints>,
     verify_limit: u64,
     progress: ProgressBar,
 ) -> Result<Probed> {
@@ -989,7 +990,7 @@ struct Probed {
     counts: PlanCounts,
     batches: Vec<String>,
     /// Its candidates' fingerprints, unless there were too many to verify.
-    fingerprints: Option<HashSet<u64>>,
+    fingerprints: Option<verify::Fingerprints>,
 }
 
 fn count_batch(batch: &RecordBatch, c: &mut PlanCounts) -> Result<()> {

@@ -8,7 +8,7 @@
 //! distinct references here (for the missing-references breaker, [`crate::breakers`]).
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams, non_canonical};
+use crate::filter::{Bloom, FilterParams, id_hash, non_canonical};
 use crate::functions::for_each_id;
 use crate::generation::{GenerationRule, IdClass};
 use crate::listing::BLOB_ID;
@@ -16,21 +16,21 @@ use crate::plan_dir::PlanDir;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use std::collections::HashSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 /// Suspects kept for the exact comparison: more would mean a broken filter anyway.
 pub const MAX_SUSPECTS: usize = 10_000;
 
-/// The fingerprint of an id: a hash of its canonical spelling, stable within a process.
+/// The fingerprint of an id: a hash of its canonical spelling.
 pub fn fingerprint(id: &str) -> u64 {
-    let mut h = DefaultHasher::new();
     match non_canonical(id) {
-        Some(canonical) => canonical.hash(&mut h),
-        None => id.hash(&mut h),
+        Some(canonical) => id_hash(0, &canonical),
+        None => id_hash(0, id),
     }
-    h.finish()
 }
+
+/// Fingerprints are hashes already: the set only needs a cheap mix of them.
+pub type Fingerprints = HashSet<u64, foldhash::fast::FixedState>;
 
 /// What the pass over the references found.
 #[derive(Debug, Default)]
@@ -63,7 +63,7 @@ impl Checked {
 /// `distinct`, a filter of every reference id.
 pub async fn check_references(
     references: DataFrame,
-    candidates: Option<Arc<HashSet<u64>>>,
+    candidates: Option<Arc<Fingerprints>>,
     distinct: Option<FilterParams>,
     rule: GenerationRule,
 ) -> Result<Checked> {
@@ -108,8 +108,8 @@ pub async fn check_references(
 }
 
 /// The fingerprints of the ids in `batches`.
-pub async fn fingerprints(dir: &PlanDir, batches: &[String]) -> Result<HashSet<u64>> {
-    let mut set = HashSet::new();
+pub async fn fingerprints(dir: &PlanDir, batches: &[String]) -> Result<Fingerprints> {
+    let mut set = Fingerprints::default();
     for name in batches {
         set.extend(
             dir.read_batch(name)
