@@ -151,6 +151,7 @@ fn serve(runtime: &tokio::runtime::Runtime, command: Command) -> i32 {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
+    crate::allocator::tune();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

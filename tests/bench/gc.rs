@@ -363,6 +363,7 @@ fn check(dir: &Path, data: &Data, results: &[(&str, Vec<Measure>)]) -> Option<St
 
 /// One strategy, in this process; prints a [`Measure`] as JSON.
 fn child(strategy: &str, dir: &Path, run: &str) {
+    blobgc::allocator::tune();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
