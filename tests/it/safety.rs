@@ -301,3 +301,58 @@ fn a_plan_under_a_plan_root_is_swept_under_its_lease() {
     assert!(!f.left().contains(&orphan));
     assert!(!lease_file(&f).exists());
 }
+
+#[test]
+fn a_nightly_run_sizes_its_filter_from_the_last_run_and_rebuilds_it_when_references_outgrew_it() {
+    let f = Fixture::new();
+    let ids = blobs(&f, "n", 1000);
+    let root = f.path("plans").display().to_string();
+    let store = f.store_url();
+    let night = |refs: &[String], extra: &[&str]| {
+        let refs = f.refs("messages", refs);
+        let mut args = vec![
+            "run",
+            "--store",
+            &store,
+            "--now",
+            T2,
+            "--fpp",
+            "0.001",
+            "--refs",
+            &refs,
+            "--plan-root",
+            &root,
+            "--max-delete-fraction",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        f.blobgc_with(&args, &[("RUST_LOG", "blobgc=info".to_string())])
+    };
+    let rebuilt = "building the filter again";
+
+    // Night 1, a dry run: 100 distinct references, each 8 times.
+    let shared: Vec<String> = ids[..100].iter().cycle().take(800).cloned().collect();
+    let first = night(&shared, &["--dry-run"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(all(&f).len(), 1000);
+
+    // Night 2: as many rows, 800 distinct. The filter sized from night 1 overfills: it is built
+    // again from an estimate, and only the 200 unreferenced blobs go.
+    let second = night(&ids[..800], &[]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(second.stderr.contains(rebuilt), "{}", second.stderr);
+    assert_eq!(all(&f), ids[..800].iter().cloned().collect());
+    let sized = second.u("bloom_filter_expected_blob_count");
+    assert!((800..=900).contains(&sized), "sized for {sized}");
+
+    // Night 3, the same references: sized from night 2's count, without the estimating pass.
+    let third = night(&ids[..800], &[]);
+    assert_eq!(third.code, 0, "{}", third.stderr);
+    assert!(!third.stderr.contains(rebuilt), "{}", third.stderr);
+    let from_night_2 = (second.u("distinct_reference_count") as f64 * 1.05).ceil() as u64;
+    assert_eq!(
+        third.u("bloom_filter_expected_blob_count"),
+        from_night_2.min(800)
+    );
+    assert_eq!(all(&f), ids[..800].iter().cloned().collect());
+}
