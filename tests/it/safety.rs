@@ -316,8 +316,9 @@ fn a_nightly_run_sizes_its_filter_from_the_last_run_and_rebuilds_it_when_referen
             &store,
             "--now",
             T2,
+            // So tight that every orphan is collected.
             "--fpp",
-            "0.001",
+            "0.0000001",
             "--refs",
             &refs,
             "--plan-root",
