@@ -1,13 +1,13 @@
-//! The memory allocator of every process that links blobgc: mimalloc, tuned for a run's reads.
+//! The memory allocator of blobgc's processes: mimalloc, tuned for a run's reads.
 //!
 //! A run reads each Parquet column chunk into one buffer of tens of MB and frees it. The
 //! system allocator returned each such buffer to the OS and faulted the next one in page by
 //! page: a third of a run's CPU time went to the kernel. mimalloc reuses them; its defaults keep
 //! freed memory committed for a second, which at 10M listed blobs raised the peak by ~80 MB, so
 //! [`tune`] purges sooner and commits arenas on demand (side by side, see issue 6's note).
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//!
+//! The binaries declare it as their `#[global_allocator]` (`src/main.rs`, the `gc` benchmark): a
+//! library leaves that choice to the program that embeds it.
 
 /// Options of mimalloc 3 the Rust bindings do not name (`mi_option_e` in `mimalloc.h`).
 const ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;

@@ -12,8 +12,8 @@
 //! 4. [`sweep`]: the batches are deleted from the [`store`], resumably.
 //!
 //! The [`report`] tells what happened; [`job`] and [`cli`] are the outside interface; the
-//! [`cluster`] runs the same plan on Ballista; [`allocator`] is the memory allocator of every
-//! process.
+//! [`cluster`] runs the same plan on Ballista; [`allocator`] tunes the memory allocator of
+//! its binaries.
 
 pub mod allocator;
 pub mod blob_id;

@@ -1,3 +1,7 @@
+// See `blobgc::allocator`.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     std::process::exit(blobgc::cli::main());
 }

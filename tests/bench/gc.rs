@@ -42,6 +42,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
+// The blobgc binary's allocator (see `blobgc::allocator`): the children measure the library
+// in this process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW: &str = "2026-11-22T00:00:00Z";
 /// Generation of NOW at 30 days.
 const CURRENT: u64 = 692;
