@@ -270,6 +270,19 @@ fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
         .collect())
 }
 
+/// The spelling every spelling of `id` ends at: [`non_canonical`] applied until nothing changes.
+/// One step is not enough for exact matching: `0_0_0_7_y` names the key `0_7_y` (family 0, whose
+/// delegate is `0_7_y`), and that key's own canonical form is `y`; a listed `0_7_y` and that
+/// reference meet only at the end of the chain. Each step removes characters, so it ends. Two
+/// ids sharing a spelling share this one, so a join on it misses no match the filter makes.
+pub(crate) fn fully_canonical(id: &str) -> std::borrow::Cow<'_, str> {
+    let mut current = std::borrow::Cow::Borrowed(id);
+    while let Some(next) = non_canonical(&current) {
+        current = std::borrow::Cow::Owned(next);
+    }
+    current
+}
+
 /// The canonical spelling of `id` when it differs from `id`. Canonical text is `id` with
 /// characters removed (a `0_0_` prefix, leading zeros), so equal lengths mean equal texts and
 /// the common case costs no allocation.
@@ -488,11 +501,29 @@ mod tests {
         assert_eq!(non_canonical("abc"), None);
     }
 
+    #[test]
+    fn spelling_chains_end_at_one_spelling() {
+        assert_eq!(non_canonical("0_0_0_7_y").as_deref(), Some("0_7_y"));
+        assert_eq!(fully_canonical("0_0_0_7_y"), "y");
+        assert_eq!(fully_canonical("0_7_y"), "y");
+        assert_eq!(fully_canonical("1_0557_x"), "1_557_x");
+        assert_eq!(fully_canonical("1_557_x"), "1_557_x");
+    }
+
     proptest::proptest! {
         #[test]
         fn the_quick_spelling_check_misses_no_other_spelling(id in "[0-9_]{0,7}[a-zA-Z0-9_=-]{0,8}") {
             let other = BlobId::parse(&id).ok().map(|p| p.to_string()).filter(|c| c != &id);
             proptest::prop_assert_eq!(non_canonical(&id), other);
+        }
+
+        #[test]
+        fn an_id_and_its_spelling_end_at_the_same_spelling(id in "[0-9_]{0,9}[a-zA-Z0-9_=-]{0,8}") {
+            let end = fully_canonical(&id);
+            proptest::prop_assert_eq!(&fully_canonical(&end), &end);
+            if let Some(next) = non_canonical(&id) {
+                proptest::prop_assert_eq!(fully_canonical(&next), end);
+            }
         }
     }
 

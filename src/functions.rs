@@ -9,7 +9,7 @@
 //! - `blobgc_sweep_batches(batch, plan_dir, store, rate)`: executes deletion batches where it
 //!   runs (see [`crate::sweep`]); the cluster's sweep.
 //! - `blobgc_id_class(id, family, current_generation)`: [`IdClass`] of a listed id as `UInt8`.
-//! - `blobgc_canonical_id(id)`: the canonical spelling of an id (`1_0557_x` is `1_557_x`), for
+//! - `blobgc_canonical_id(id)`: the fully canonical spelling of an id (`1_0557_x` is `1_557_x`), for
 //!   exact joins that must match every spelling of a reference.
 //!
 //! Parameters travel as literal arguments, not as function state, so a plan shipped to
@@ -321,10 +321,7 @@ impl ScalarUDFImpl for CanonicalId {
         let ids = args.args[0].to_array(args.number_rows)?;
         let mut out = StringViewBuilder::with_capacity(ids.len());
         for_each_id(&ids, |id| match id {
-            Some(id) => match crate::filter::non_canonical(id) {
-                Some(canonical) => out.append_value(canonical),
-                None => out.append_value(id),
-            },
+            Some(id) => out.append_value(crate::filter::fully_canonical(id)),
             None => out.append_null(),
         })?;
         Ok(ColumnarValue::Array(Arc::new(out.finish())))

@@ -316,9 +316,10 @@ async fn counts<const N: usize>(
     Ok(out)
 }
 
-/// The canonical spelling of an id (`1_0557_x` is `1_557_x`), so that spellings compare equal.
+/// The spelling every spelling of an id ends at (`1_0557_x` is `1_557_x`), so that spellings
+/// compare equal.
 fn canonical(id: &str) -> String {
-    crate::blob_id::BlobId::parse(id).map_or_else(|_| id.to_string(), |b| b.to_string())
+    crate::filter::fully_canonical(id).into_owned()
 }
 
 /// The first column of `df`, as strings.

@@ -8,7 +8,7 @@
 //! distinct references here (for the missing-references breaker, [`crate::breakers`]).
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams, id_hash, non_canonical};
+use crate::filter::{Bloom, FilterParams, fully_canonical, id_hash};
 use crate::functions::for_each_id;
 use crate::generation::{GenerationRule, IdClass};
 use crate::listing::BLOB_ID;
@@ -23,10 +23,7 @@ pub const MAX_SUSPECTS: usize = 10_000;
 
 /// The fingerprint of an id: a hash of its canonical spelling.
 pub fn fingerprint(id: &str) -> u64 {
-    match non_canonical(id) {
-        Some(canonical) => id_hash(0, &canonical),
-        None => id_hash(0, id),
-    }
+    id_hash(0, &fully_canonical(id))
 }
 
 /// Fingerprints are hashes already: the set only needs a cheap mix of them.
@@ -174,7 +171,7 @@ pub async fn confirm(
     if suspects.is_empty() {
         return Ok(Vec::new());
     }
-    let canonical = |id: &str| non_canonical(id).unwrap_or_else(|| id.to_string());
+    let canonical = |id: &str| fully_canonical(id).into_owned();
     let suspects: HashSet<String> = suspects.iter().map(|s| canonical(s)).collect();
     let mut found = Vec::new();
     for name in batches {

@@ -271,14 +271,20 @@ async fn exact_verification_finds_a_referenced_candidate() {
 }
 
 /// A reference may spell an id differently (`1_0557_x`, `0_0_x`): both strategies keep the blob.
+/// Also when the stored key is itself a spelling with another canonical form: `0_0_0_7_y` names
+/// the key `0_7_y` (family 0, delegate `0_7_y`), which James would itself write as `y`.
 #[test]
 fn every_spelling_of_a_reference_protects_its_blob() {
     for strategy in ["bloom", "exact"] {
         let f = Fixture::new();
         let (kept, legacy, orphan) = (id(557, "kept"), digest("legacy"), id(557, "orphan"));
-        f.blobs(&[kept.clone(), legacy.clone(), orphan.clone()]);
+        let nested = "0_7_y".to_string();
+        f.blobs(&[kept.clone(), legacy.clone(), orphan.clone(), nested.clone()]);
         let respelled = kept.replacen("1_557_", "1_0557_", 1);
-        let refs = f.refs("messages", &[respelled, format!("0_0_{legacy}")]);
+        let refs = f.refs(
+            "messages",
+            &[respelled, format!("0_0_{legacy}"), format!("0_0_{nested}")],
+        );
         let out = f.run(
             T2,
             &[
@@ -293,7 +299,7 @@ fn every_spelling_of_a_reference_protects_its_blob() {
         assert_eq!(out.code, 0, "{strategy}: {}", out.stderr);
         assert_eq!(
             f.left(),
-            std::collections::BTreeSet::from([kept, legacy]),
+            std::collections::BTreeSet::from([kept, legacy, nested]),
             "{strategy}"
         );
     }
