@@ -113,20 +113,18 @@ impl Bloom {
         self.params
     }
 
-    /// Inserts a referenced id, and its canonical spelling when it differs (`0_0_abc` is the
-    /// blob `abc`, `1_0557_x` the blob `1_557_x`), so no spelling of a reference is missed.
+    /// Inserts a referenced id under the spelling all its spellings end at ([`fully_canonical`]:
+    /// `0_0_abc` is the blob `abc`, `1_0557_x` the blob `1_557_x`), so no spelling of a
+    /// reference is missed, and the filter matches exactly the pairs the exact strategy joins.
     pub fn insert(&mut self, id: &str) {
-        self.filter.insert_hash(id_hash(self.hash_seed, id));
-        if let Some(canonical) = non_canonical(id) {
-            self.filter.insert_hash(id_hash(self.hash_seed, &canonical));
-        }
+        self.filter
+            .insert_hash(id_hash(self.hash_seed, &fully_canonical(id)));
     }
 
     /// Whether a listed id may be referenced, under any spelling.
     pub fn contains(&self, id: &str) -> bool {
-        self.filter.contains_hash(id_hash(self.hash_seed, id))
-            || non_canonical(id)
-                .is_some_and(|c| self.filter.contains_hash(id_hash(self.hash_seed, &c)))
+        self.filter
+            .contains_hash(id_hash(self.hash_seed, &fully_canonical(id)))
     }
 
     /// ORs a partial filter into this one. Both must come from the same parameters.
@@ -253,8 +251,8 @@ pub const MAX_FOLD: usize = 8;
 /// lcm(1..=8): word counts that every fold up to [`MAX_FOLD`] divides.
 const FOLD_WORDS_UNIT: usize = 840;
 
-/// Names the hash too: a filter of another version's hash would miss every id.
-const MAGIC: &[u8; 8] = b"BLOBGCB2";
+/// Names the hash and the spelling hashed: a filter of another version could miss ids.
+const MAGIC: &[u8; 8] = b"BLOBGCB3";
 const HEADER_LEN: usize = 8 + 4 + 16 + 8;
 
 fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
