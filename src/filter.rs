@@ -273,7 +273,12 @@ fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
 /// delegate is `0_7_y`), and that key's own canonical form is `y`; a listed `0_7_y` and that
 /// reference meet only at the end of the chain. Each step removes characters, so it ends. Two
 /// ids sharing a spelling share this one, so a join on it misses no match the filter makes.
+#[inline]
 pub(crate) fn fully_canonical(id: &str) -> std::borrow::Cow<'_, str> {
+    // The path of nearly every id, inlined into the filter's insert and lookup.
+    if !may_be_non_canonical(id) {
+        return std::borrow::Cow::Borrowed(id);
+    }
     let mut current = std::borrow::Cow::Borrowed(id);
     while let Some(next) = non_canonical(&current) {
         current = std::borrow::Cow::Owned(next);
@@ -301,6 +306,7 @@ pub(crate) fn non_canonical(id: &str) -> Option<String> {
 /// Whether `id` may have another spelling: only a family or generation field starting with
 /// `0` (a `0_` family-0 prefix, or a leading zero) makes one. Most ids skip the full parse;
 /// this runs for every id inserted or probed.
+#[inline]
 fn may_be_non_canonical(id: &str) -> bool {
     let b = id.as_bytes();
     let mut start = 0;
