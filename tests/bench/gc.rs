@@ -73,7 +73,7 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let strategies = std::env::var("BLOBGC_BENCH_STRATEGIES")
-        .unwrap_or_else(|_| "floor,exact,bloom,bloom-noverify".into());
+        .unwrap_or_else(|_| "floor,exact,bloom,bloom-warm,bloom-noverify".into());
     let strategies: Vec<&str> = strategies.split(',').collect();
     println!(
         "| listed | strategy | wall s | CPU s | peak RSS MB | x exact (wall / RSS) | x floor (wall) |"
