@@ -38,6 +38,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use futures::TryStreamExt;
 use indicatif::ProgressBar;
+use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -346,6 +347,10 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                     sized_for = expected_items,
                     "more distinct references than the last run suggested: estimating them and building the filter again"
                 );
+                let undersized = dir.location.child(&name);
+                dir.location.store.delete(&undersized).await.map_err(|e| {
+                    Error::runtime(format!("removing the undersized filter {undersized}: {e}"))
+                })?;
                 progress.set_message("estimating the distinct references");
                 expected_items = distinct_estimate(references.clone(), rows).await?;
                 built = FilterParams::foldable(expected_items, job.fpp, seed);

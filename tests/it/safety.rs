@@ -345,6 +345,17 @@ fn a_nightly_run_sizes_its_filter_from_the_last_run_and_rebuilds_it_when_referen
     assert_eq!(all(&f), ids[..800].iter().cloned().collect());
     let sized = second.u("bloom_filter_expected_blob_count");
     assert!((800..=900).contains(&sized), "sized for {sized}");
+    let plan = second
+        .report
+        .as_ref()
+        .and_then(|r| r["plan"].as_str())
+        .unwrap_or_default();
+    let filters: Vec<String> = std::fs::read_dir(plan.trim_start_matches("file://"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("filter-"))
+        .collect();
+    assert_eq!(filters.len(), 1, "only the filter used stays: {filters:?}");
 
     // Night 3, the same references: sized from night 2's count, without the estimating pass.
     let third = night(&ids[..800], &[]);
