@@ -14,7 +14,7 @@
 //! (every row of a deleted blob removed) written to `--deletions-out`.
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams};
+use crate::filter::{Bloom, FilterParams, fully_canonical};
 use crate::functions;
 use crate::listing::{BLOB_ID, path_of};
 use crate::plan::{PlanCounts, PlanSummary, SourceSummary};
@@ -192,11 +192,12 @@ pub async fn run(
     let found: HashSet<String> = strings(refs.ids.clone().filter(maybe)?, "reading References")
         .await?
         .into_iter()
-        .map(|id| canonical(&id))
+        .map(|id| fully_canonical(&id).into_owned())
         .collect();
     let candidates: Vec<String> = concerned
         .iter()
-        .filter(|id| !found.contains(&canonical(id)))
+        // Spellings compare by the one they all end at (`1_0557_x` is `1_557_x`).
+        .filter(|id| !found.contains(fully_canonical(id).as_ref()))
         .cloned()
         .collect();
     let referenced_blob_count = (concerned.len() - candidates.len()) as u64;
@@ -314,12 +315,6 @@ async fn counts<const N: usize>(
         }
     }
     Ok(out)
-}
-
-/// The spelling every spelling of an id ends at (`1_0557_x` is `1_557_x`), so that spellings
-/// compare equal.
-fn canonical(id: &str) -> String {
-    crate::filter::fully_canonical(id).into_owned()
 }
 
 /// The first column of `df`, as strings.

@@ -349,18 +349,13 @@ fn check(dir: &Path, data: &Data, results: &[(&str, Vec<Measure>)]) -> Option<St
     let exact = last("exact")?;
     let e = candidates(exact.plan.as_deref()?);
     assert_eq!(e.len() as u64, exact.candidates);
+    let mut checked = vec![("bloom", bloom, b)];
+    if let Some(warm) = last("bloom-warm") {
+        let found = candidates(warm.plan.as_deref()?);
+        checked.push(("bloom-warm", warm, found));
+    }
     let mut notes = Vec::new();
-    for (name, m, found) in
-        [("bloom", Some(bloom.clone()), Some(b))]
-            .into_iter()
-            .chain(last("bloom-warm").map(|w| {
-                let found = candidates(w.plan.as_deref().unwrap_or_default());
-                ("bloom-warm", Some(w), Some(found))
-            }))
-    {
-        let (Some(m), Some(found)) = (m, found) else {
-            continue;
-        };
+    for (name, m, found) in checked {
         assert_eq!(found.len() as u64, m.candidates, "{name}");
         assert!(
             found.is_subset(&e),
