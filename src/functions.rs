@@ -173,7 +173,11 @@ impl AggregateUDFImpl for BloomBuild {
                 .map_err(|e| exec_datafusion_err!("seed {seed_hex:?}: {e}"))?,
         };
         let bloom = Bloom::new(params).map_err(|e| exec_datafusion_err!("{e}"))?;
-        Ok(Box::new(BloomAccumulator { bloom, fpp }))
+        Ok(Box::new(BloomAccumulator {
+            bloom,
+            fpp,
+            hashes: Vec::new(),
+        }))
     }
 }
 
@@ -181,16 +185,18 @@ impl AggregateUDFImpl for BloomBuild {
 struct BloomAccumulator {
     bloom: Bloom,
     fpp: f64,
+    /// The hashes of the batch being inserted, kept to reuse the allocation.
+    hashes: Vec<u64>,
 }
 
 impl Accumulator for BloomAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let bloom = &mut self.bloom;
-        for_each_id(&values[0], |id| {
-            if let Some(id) = id {
-                bloom.insert(id)
-            }
-        })
+        // Hashed first, inserted after: the inserts fetch their memory ahead.
+        self.hashes.clear();
+        let (bloom, hashes) = (&self.bloom, &mut self.hashes);
+        for_each_id(&values[0], |id| hashes.extend(id.map(|id| bloom.hash(id))))?;
+        self.bloom.insert_hashes(&self.hashes);
+        Ok(())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
@@ -220,6 +226,7 @@ impl Accumulator for BloomAccumulator {
 
     fn size(&self) -> usize {
         std::mem::size_of_val(self) + self.bloom.params().size_bytes() as usize
+            + self.hashes.capacity() * 8
     }
 }
 
@@ -255,10 +262,15 @@ impl ScalarUDFImpl for BloomContains {
         let bloom =
             load_cached(&location, &checksum, &s3).map_err(|e| exec_datafusion_err!("{e}"))?;
         let ids = args.args[0].to_array(args.number_rows)?;
-        let mut out = Vec::with_capacity(ids.len());
-        // A null id cannot be deleted by name: report it referenced, the safe answer.
-        for_each_id(&ids, |id| out.push(id.is_none_or(|id| bloom.contains(id))))?;
-        Ok(ColumnarValue::Array(Arc::new(BooleanArray::from(out))))
+        let mut hashes = Vec::with_capacity(ids.len() - ids.null_count());
+        for_each_id(&ids, |id| hashes.extend(id.map(|id| bloom.hash(id))))?;
+        let mut found = bloom.contains_hashes(&hashes);
+        // A null id cannot be deleted by name: report it referenced, the safe answer (so is
+        // a missing answer, which cannot happen: one hash per non-null id).
+        let out: BooleanArray = (0..ids.len())
+            .map(|i| Some(ids.is_null(i) || found.next().unwrap_or(true)))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
     }
 }
 

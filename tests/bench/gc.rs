@@ -118,6 +118,23 @@ fn main() {
                 vs("floor", |m| m.wall, wall),
             );
         }
+        for (s, v) in &results {
+            let phase = |i: usize| {
+                median(
+                    v.iter()
+                        .map(|m| m.phases.get(i).copied().unwrap_or(0.0))
+                        .collect(),
+                )
+            };
+            if v.iter().all(|m| m.phases.len() == 3) {
+                notes.push(format!(
+                    "{size}: {s} phases (medians): filter {:.2} s, listing and probe {:.2} s, verify {:.2} s",
+                    phase(0),
+                    phase(1),
+                    phase(2)
+                ));
+            }
+        }
         if let Some(note) = check(&dir, &data, &results) {
             notes.push(format!("{size}: {note}"));
         }
@@ -170,6 +187,9 @@ struct Measure {
     /// Peak RSS (MB) of each process of a cluster run.
     #[serde(default)]
     processes: Vec<(String, f64)>,
+    /// The plan's own phase times (s): filter (estimate included), listing and probe, verify.
+    #[serde(default)]
+    phases: Vec<f64>,
 }
 
 fn measure(strategy: &str, dir: &Path, run: usize) -> Measure {
@@ -390,9 +410,9 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         .build()
         .expect("runtime");
     let cluster = (strategy == "cluster").then(LocalCluster::start);
-    let (candidates, filter_bits, plan_url) = rt.block_on(async {
+    let (candidates, filter_bits, plan_url, phases) = rt.block_on(async {
         if strategy == "floor" {
-            (floor(dir).await, 0, None)
+            (floor(dir).await, 0, None, Vec::new())
         } else {
             bench_plan(strategy, dir, run, cluster.as_ref().map(|c| c.url.as_str())).await
         }
@@ -412,6 +432,7 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         serde_json::json!({
             "wall": 0.0, "cpu": cpu, "rss_mb": rss_mb, "candidates": candidates,
             "filter_bits": filter_bits, "plan": plan_url, "processes": processes,
+            "phases": phases,
         })
     );
 }
@@ -515,7 +536,7 @@ async fn bench_plan(
     dir: &Path,
     run: &str,
     scheduler: Option<&str>,
-) -> (u64, u64, Option<String>) {
+) -> (u64, u64, Option<String>, Vec<f64>) {
     let now: DateTime<Utc> = DateTime::parse_from_rfc3339(NOW).expect("NOW").into();
     let refs = SourceSpec {
         name: "refs".into(),
@@ -564,8 +585,13 @@ async fn bench_plan(
         "{strategy}: {:?}",
         summary.abort_reason
     );
-    let bits = summary.filter.map_or(0, |f| f.params.num_bits);
-    (summary.counts.candidate_count, bits, Some(url))
+    let bits = summary.filter.as_ref().map_or(0, |f| f.params.num_bits);
+    let phases = vec![
+        summary.filter_seconds,
+        summary.listing_seconds,
+        summary.verify_seconds,
+    ];
+    (summary.counts.candidate_count, bits, Some(url), phases)
 }
 
 /// `bloom-warm` plans as a nightly job does: in a plan root holding the previous run's plan
