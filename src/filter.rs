@@ -302,7 +302,7 @@ fn bit_indexes(hash: u64, num_bits: u64, num_hashes: u32) -> impl Iterator<Item 
 
 /// A hint to load `word`'s cache line; nothing on other processors.
 #[inline(always)]
-fn prefetch(word: &u64) {
+pub(crate) fn prefetch(word: &u64) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing the program sees and cannot fault; the address is that
     // of a live reference.

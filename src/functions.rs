@@ -85,7 +85,10 @@ pub fn id_class() -> ScalarUDF {
 }
 
 /// Calls `f` on each id of a string column (Utf8 on Ballista, Utf8View in DataFusion).
-pub(crate) fn for_each_id(array: &ArrayRef, mut f: impl FnMut(Option<&str>)) -> Result<()> {
+pub(crate) fn for_each_id<'a>(
+    array: &'a ArrayRef,
+    mut f: impl FnMut(Option<&'a str>),
+) -> Result<()> {
     match array.data_type() {
         DataType::Utf8 => array.as_string::<i32>().iter().for_each(&mut f),
         DataType::LargeUtf8 => array.as_string::<i64>().iter().for_each(&mut f),

@@ -10,7 +10,6 @@
 use crate::error::{Error, Result};
 use crate::filter::{Bloom, FilterParams, fully_canonical, id_hash};
 use crate::functions::for_each_id;
-use crate::generation::{GenerationRule, IdClass};
 use crate::listing::BLOB_ID;
 use crate::plan_dir::PlanDir;
 use datafusion::prelude::DataFrame;
@@ -26,43 +25,87 @@ pub fn fingerprint(id: &str) -> u64 {
     id_hash(0, &fully_canonical(id))
 }
 
-/// Fingerprints are hashes already: the set only needs a cheap mix of them.
-pub type Fingerprints = HashSet<u64, foldhash::fast::FixedState>;
+/// The candidates' fingerprints as the probe collects them (duplicates possible, unordered).
+pub type Fingerprints = Vec<u64>;
 
-/// One bit per slot of the candidates' fingerprints (their top bits), at most 1 MiB: small
-/// enough to stay in a core's cache, where the set (16 MB at 10M listed blobs) is a cache miss
-/// per lookup. Most references are no candidate and stop here.
-struct Screen {
-    bits: Vec<u64>,
-    shift: u32,
+/// The candidates' fingerprints, for lookups: a screen of one bit per slot (their top bits),
+/// at most 1 MiB so that it stays in a core's cache, in front of an open-addressing table (16
+/// MB at 1.2M candidates) where a lookup is a cache miss. Most references are no candidate and
+/// stop at the screen; the others are looked up a batch at a time, their slots fetched ahead.
+struct Candidates {
+    screen: Vec<u64>,
+    screen_shift: u32,
+    /// Linear probing by the top bits; 0 marks an empty slot, so fingerprints are stored (and
+    /// looked up) with 0 read as 1: one more way to collide, settled by the exact comparison.
+    slots: Vec<u64>,
+    slot_shift: u32,
 }
 
 /// 8 Mbit: at 1.2M candidates, 86% of the references stop at the screen.
 const SCREEN_MAX_BITS: u64 = 1 << 23;
 
-impl Screen {
-    fn new(set: &Fingerprints) -> Screen {
-        let slots = (set.len() as u64 * 8)
-            .next_power_of_two()
-            .clamp(64, SCREEN_MAX_BITS);
-        let mut screen = Screen {
-            bits: vec![0; (slots / 64) as usize],
-            shift: 64 - slots.trailing_zeros(),
+/// References whose table slot is fetched while earlier ones are looked up.
+const LOOKAHEAD: usize = 8;
+
+impl Candidates {
+    fn new(fingerprints: &[u64]) -> Candidates {
+        let n = fingerprints.len() as u64;
+        let screen_bits = (n * 8).next_power_of_two().clamp(64, SCREEN_MAX_BITS);
+        // At most two thirds full: short probe runs.
+        let slots = (n + n / 2).next_power_of_two().max(64);
+        let mut set = Candidates {
+            screen: vec![0; (screen_bits / 64) as usize],
+            screen_shift: 64 - screen_bits.trailing_zeros(),
+            slots: vec![0; slots as usize],
+            slot_shift: 64 - slots.trailing_zeros(),
         };
-        for &fp in set {
-            let i = screen.slot(fp);
-            screen.bits[i >> 6] |= 1 << (i & 63);
+        for &fp in fingerprints {
+            let fp = fp.max(1);
+            let bit = (fp >> set.screen_shift) as usize;
+            set.screen[bit >> 6] |= 1 << (bit & 63);
+            let mut i = set.slot(fp);
+            while set.slots[i] != 0 && set.slots[i] != fp {
+                i = (i + 1) & (set.slots.len() - 1);
+            }
+            set.slots[i] = fp;
         }
-        screen
+        set
     }
 
     fn slot(&self, fp: u64) -> usize {
-        (fp >> self.shift) as usize
+        (fp >> self.slot_shift) as usize
     }
 
-    fn may_hold(&self, fp: u64) -> bool {
-        let i = self.slot(fp);
-        self.bits[i >> 6] & (1 << (i & 63)) != 0
+    fn screened(&self, fp: u64) -> bool {
+        let bit = (fp.max(1) >> self.screen_shift) as usize;
+        self.screen[bit >> 6] & (1 << (bit & 63)) != 0
+    }
+
+    fn contains(&self, fp: u64) -> bool {
+        let fp = fp.max(1);
+        let mut i = self.slot(fp);
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                x if x == fp => return true,
+                _ => i = (i + 1) & (self.slots.len() - 1),
+            }
+        }
+    }
+
+    /// Indexes of `fingerprints` that are candidates'.
+    fn matches(&self, fingerprints: &[u64], out: &mut Vec<usize>) {
+        let screened: Vec<usize> = (0..fingerprints.len())
+            .filter(|&i| self.screened(fingerprints[i]))
+            .collect();
+        for (j, &i) in screened.iter().enumerate() {
+            if let Some(&ahead) = screened.get(j + LOOKAHEAD) {
+                crate::filter::prefetch(&self.slots[self.slot(fingerprints[ahead].max(1))]);
+            }
+            if self.contains(fingerprints[i]) {
+                out.push(i);
+            }
+        }
     }
 }
 
@@ -99,13 +142,12 @@ pub async fn check_references(
     references: DataFrame,
     candidates: Option<Arc<Fingerprints>>,
     distinct: Option<FilterParams>,
-    rule: GenerationRule,
 ) -> Result<Checked> {
     let partitions = references
         .select_columns(&[BLOB_ID])?
         .execute_stream_partitioned()
         .await?;
-    let candidates = candidates.map(|set| (Arc::new(Screen::new(&set)), set));
+    let candidates = candidates.map(|fps| Arc::new(Candidates::new(&fps)));
     let mut tasks = tokio::task::JoinSet::new();
     for mut stream in partitions {
         let candidates = candidates.clone();
@@ -114,27 +156,24 @@ pub async fn check_references(
                 distinct: distinct.map(Bloom::new).transpose()?,
                 ..Checked::default()
             };
+            let (mut fps, mut found) = (Vec::new(), Vec::new());
             while let Some(batch) = stream.try_next().await? {
                 c.rows += batch.num_rows() as u64;
-                for_each_id(batch.column(0), |id| {
-                    let Some(id) = id else { return };
-                    c.ids += 1;
-                    if let Some(d) = &mut c.distinct {
-                        d.insert(id);
-                    }
-                    let Some((screen, set)) = &candidates else {
-                        return;
-                    };
-                    let fp = fingerprint(id);
-                    // Candidates are eligible, under every spelling: other ids need no lookup.
-                    if screen.may_hold(fp)
-                        && rule.classify(id) == IdClass::Eligible
-                        && set.contains(&fp)
-                        && c.suspects.len() < MAX_SUSPECTS
-                    {
-                        c.suspects.push(id.to_string());
-                    }
-                })?;
+                let mut ids: Vec<&str> = Vec::with_capacity(batch.num_rows());
+                for_each_id(batch.column(0), |id| ids.extend(id))?;
+                c.ids += ids.len() as u64;
+                if let Some(d) = &mut c.distinct {
+                    let hashes: Vec<u64> = ids.iter().map(|id| d.hash(id)).collect();
+                    d.insert_hashes(&hashes);
+                }
+                let Some(set) = &candidates else { continue };
+                fps.clear();
+                fps.extend(ids.iter().map(|id| fingerprint(id)));
+                found.clear();
+                set.matches(&fps, &mut found);
+                let room = MAX_SUSPECTS.saturating_sub(c.suspects.len());
+                c.suspects
+                    .extend(found.iter().take(room).map(|&i| ids[i].to_string()));
             }
             Ok::<_, Error>(c)
         });
@@ -148,7 +187,7 @@ pub async fn check_references(
 
 /// The fingerprints of the ids in `batches`.
 pub async fn fingerprints(dir: &PlanDir, batches: &[String]) -> Result<Fingerprints> {
-    let mut set = Fingerprints::default();
+    let mut set = Fingerprints::new();
     for name in batches {
         set.extend(
             dir.read_batch(name)
@@ -182,4 +221,28 @@ pub async fn confirm(
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn the_candidate_table_finds_exactly_its_fingerprints(
+            mut inserted in proptest::collection::vec(proptest::num::u64::ANY, 0..3_000),
+            others in proptest::collection::vec(proptest::num::u64::ANY, 0..3_000),
+        ) {
+            // Duplicates, 0 and its stand-in 1 are the edge cases of the table.
+            inserted.extend([0, 0, 7, 7]);
+            let set = Candidates::new(&inserted);
+            let probes: Vec<u64> = inserted.iter().chain(&others).copied().chain([1]).collect();
+            let mut found = Vec::new();
+            set.matches(&probes, &mut found);
+            let expected: Vec<usize> = (0..probes.len())
+                .filter(|&i| inserted.iter().any(|&c| c.max(1) == probes[i].max(1)))
+                .collect();
+            proptest::prop_assert_eq!(found, expected);
+        }
+    }
 }
