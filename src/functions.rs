@@ -228,7 +228,8 @@ impl Accumulator for BloomAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.bloom.params().size_bytes() as usize
+        std::mem::size_of_val(self)
+            + self.bloom.params().size_bytes() as usize
             + self.hashes.capacity() * 8
     }
 }

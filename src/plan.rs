@@ -572,8 +572,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                     FilterParams::seed_from_salt(&job.salt),
                 )
             });
-            let checked =
-                verify::check_references(references, fingerprints, distinct).await?;
+            let checked = verify::check_references(references, fingerprints, distinct).await?;
             if exact {
                 summary.counts.reference_count = checked.ids;
                 summary.counts.null_reference_count = checked.rows - checked.ids;
