@@ -254,14 +254,10 @@ async fn exact_verification_finds_a_referenced_candidate() {
     ])
     .unwrap();
     dir.write_batch("buggy", &batch).await.unwrap();
-    let rule = blobgc::generation::GenerationRule {
-        family: 1,
-        current_generation: 559,
-    };
     let batches = ["buggy".to_string()];
     let fingerprints =
         std::sync::Arc::new(blobgc::verify::fingerprints(&dir, &batches).await.unwrap());
-    let checked = blobgc::verify::check_references(source.ids, Some(fingerprints), None, rule)
+    let checked = blobgc::verify::check_references(source.ids, Some(fingerprints), None)
         .await
         .unwrap();
     let found = blobgc::verify::confirm(&dir, &batches, &checked.suspects, 5)
