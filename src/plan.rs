@@ -328,6 +328,11 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         },
         (None, Strategy::Exact) => rows,
     };
+    let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
+    // In-process, the build pass keeps the references' fingerprints for the verification.
+    let mut spill = (verifying && !remote)
+        .then(|| verify::Spill::create(&summary.run_id))
+        .transpose()?;
     let location = match job.strategy {
         Strategy::Bloom => {
             progress.set_message("building the Bloom filter of references");
@@ -336,8 +341,15 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             let seed = FilterParams::seed_from_salt(&job.salt);
             let mut built = FilterParams::foldable(expected_items, job.fpp, seed);
             let name = format!("filter-{}.parquet", summary.run_id);
-            let (mut stored, mut ids, mut id_rows) =
-                build_filter(references.clone(), built, job.fpp, dir, &name).await?;
+            let (mut stored, mut ids, mut id_rows) = build_filter(
+                references.clone(),
+                built,
+                job.fpp,
+                dir,
+                &name,
+                spill.as_ref(),
+            )
+            .await?;
             if job.expected_references.is_none()
                 && from_previous.is_some()
                 && stored.bloom.estimated_fpp() > job.fpp * RESIZE_ABOVE
@@ -355,13 +367,33 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 expected_items = distinct_estimate(references.clone(), rows).await?;
                 built = FilterParams::foldable(expected_items, job.fpp, seed);
                 let name = format!("filter-{}-resized.parquet", summary.run_id);
-                (stored, ids, id_rows) =
-                    build_filter(references.clone(), built, job.fpp, dir, &name).await?;
+                if let Some(spill) = &spill {
+                    spill.reset()?;
+                }
+                (stored, ids, id_rows) = build_filter(
+                    references.clone(),
+                    built,
+                    job.fpp,
+                    dir,
+                    &name,
+                    spill.as_ref(),
+                )
+                .await?;
             }
             let bloom = stored.bloom;
             let params = bloom.params();
             summary.counts.reference_count = ids;
             summary.counts.null_reference_count = id_rows - ids;
+            if let Some(s) = &spill
+                && s.count()? != ids
+            {
+                tracing::warn!(
+                    spilled = s.count()?,
+                    ids,
+                    "the fingerprint spill does not hold every reference: verifying from the references"
+                );
+                spill = None;
+            }
             let estimated_fpp = bloom.estimated_fpp();
             let location = stored.location;
             summary.filter = Some(FilterSummary {
@@ -462,7 +494,6 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     };
     // Candidates are fingerprinted as they are found, for the exact verification, unless the
     // job turns it off (or the exact strategy makes it pointless).
-    let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
     let mut fingerprints = (verifying && !remote).then(verify::Fingerprints::default);
     if remote {
         let p = probe_on_cluster(probed, dir, &summary.run_id, job.batch_size, progress).await?;
@@ -561,9 +592,19 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             None if verify => Some(Arc::new(verify::fingerprints(dir, &summary.batches).await?)),
             _ => None,
         };
+        // The spilled fingerprints settle the common case (no match) without reading the
+        // references again; a match needs the references' text.
+        let spilled_match = match (&fingerprints, &spill) {
+            (Some(set), Some(spill)) => {
+                progress.set_message("verifying candidates against every reference's fingerprint");
+                spill.matches(set).await? > 0
+            }
+            _ => true,
+        };
+        drop(spill);
         // One more pass over the references when verifying, and for the exact strategy, which
         // has no filter to count the distinct references with.
-        if fingerprints.is_some() || exact {
+        if (fingerprints.is_some() && spilled_match) || exact {
             progress.set_message("verifying candidates against every reference");
             let distinct = exact.then(|| {
                 FilterParams::for_items(
@@ -734,14 +775,19 @@ async fn build_filter(
     fpp: f64,
     dir: &PlanDir,
     name: &str,
+    spill: Option<&verify::Spill>,
 ) -> Result<(Stored, u64, u64)> {
-    let build = functions::bloom_build().call(vec![
+    let mut args = vec![
         col(BLOB_ID),
         lit(params.num_bits),
         lit(u64::from(params.num_hashes)),
         lit(format!("{:032x}", params.seed)),
         lit(fpp),
-    ]);
+    ];
+    if let Some(spill) = spill {
+        args.push(lit(spill.dir().display().to_string()));
+    }
+    let build = functions::bloom_build().call(args);
     let location = dir.location.child_url(name);
     let mut options = TableParquetOptions::default();
     // One value of random bits: nothing to compress, index or summarise.
