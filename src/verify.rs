@@ -1,11 +1,16 @@
-//! The check pass: one more read of the references, after the probe and before any deletion.
+//! The check pass, after the probe and before any deletion.
 //!
 //! **Exact verification:** the candidates are held as 64-bit fingerprints of their canonical
 //! spelling (8 bytes each, not a hash table of strings); a reference whose fingerprint is among
 //! them is a suspect, and suspects are compared exactly, by text, with the candidates. So a
 //! referenced candidate (a Bloom filter bug) is always caught, and a fingerprint collision only
-//! costs that exact comparison. The exact strategy, which builds no filter, also counts its
-//! distinct references here (for the missing-references breaker, [`crate::breakers`]).
+//! costs that exact comparison. In-process, the filter's build pass has already written every
+//! reference's fingerprint to a [`Spill`], which is read instead of the references; only a
+//! match reads the references again ([`check_references`]) for the suspects' text. The
+//! fingerprint's seed is fixed, not the run's, so a partial filter built under a wrong seed
+//! cannot hide its references from this check. The exact strategy, which builds no filter, also
+//! counts its distinct references in [`check_references`] (for the missing-references breaker,
+//! [`crate::breakers`]).
 
 use crate::error::{Error, Result};
 use crate::filter::{Bloom, FilterParams, fully_canonical, id_hash};
