@@ -340,16 +340,18 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             // each), with a margin; folded down if it turns out to hold fewer.
             let seed = FilterParams::seed_from_salt(&job.salt);
             let mut built = FilterParams::foldable(expected_items, job.fpp, seed);
+            let build = |params, name| {
+                build_filter(
+                    references.clone(),
+                    params,
+                    job.fpp,
+                    dir,
+                    name,
+                    spill.as_ref(),
+                )
+            };
             let name = format!("filter-{}.parquet", summary.run_id);
-            let (mut stored, mut ids, mut id_rows) = build_filter(
-                references.clone(),
-                built,
-                job.fpp,
-                dir,
-                &name,
-                spill.as_ref(),
-            )
-            .await?;
+            let (mut stored, mut ids, mut id_rows) = build(built, name.clone()).await?;
             if job.expected_references.is_none()
                 && from_previous.is_some()
                 && stored.bloom.estimated_fpp() > job.fpp * RESIZE_ABOVE
@@ -367,18 +369,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 expected_items = distinct_estimate(references.clone(), rows).await?;
                 built = FilterParams::foldable(expected_items, job.fpp, seed);
                 let name = format!("filter-{}-resized.parquet", summary.run_id);
-                if let Some(spill) = &spill {
-                    spill.reset()?;
-                }
-                (stored, ids, id_rows) = build_filter(
-                    references.clone(),
-                    built,
-                    job.fpp,
-                    dir,
-                    &name,
-                    spill.as_ref(),
-                )
-                .await?;
+                (stored, ids, id_rows) = build(built, name).await?;
             }
             let bloom = stored.bloom;
             let params = bloom.params();
@@ -774,7 +765,7 @@ async fn build_filter(
     params: FilterParams,
     fpp: f64,
     dir: &PlanDir,
-    name: &str,
+    name: String,
     spill: Option<&verify::Spill>,
 ) -> Result<(Stored, u64, u64)> {
     let mut args = vec![
@@ -785,10 +776,12 @@ async fn build_filter(
         lit(fpp),
     ];
     if let Some(spill) = spill {
+        // Empty: a filter built again must not count the first build's fingerprints.
+        spill.reset()?;
         args.push(lit(spill.dir().display().to_string()));
     }
     let build = functions::bloom_build().call(args);
-    let location = dir.location.child_url(name);
+    let location = dir.location.child_url(&name);
     let mut options = TableParquetOptions::default();
     // One value of random bits: nothing to compress, index or summarise.
     options.global.compression = Some("uncompressed".to_string());
@@ -810,7 +803,7 @@ async fn build_filter(
     .await
     .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
 
-    let bytes = dir.location.read(&dir.location.child(name)).await?;
+    let bytes = dir.location.read(&dir.location.child(&name)).await?;
     let bad = |m: String| Error::runtime(format!("Bloom filter file {location}: {m}"));
     let mut reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .map_err(|e| bad(e.to_string()))?
