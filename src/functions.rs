@@ -222,7 +222,7 @@ impl Accumulator for BloomAccumulator {
                 let mut ids = Vec::with_capacity(values[0].len());
                 for_each_id(&values[0], |id| ids.extend(id))?;
                 hashes.extend(ids.iter().map(|id| bloom.hash(id)));
-                spill.write(&ids).map_err(|e| exec_datafusion_err!("{e}"))?;
+                spill.write(&ids);
             }
         }
         self.bloom.insert_hashes(&self.hashes);

@@ -332,7 +332,13 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     // In-process, the build pass keeps the references' fingerprints for the verification.
     let mut spill = (verifying && !remote)
         .then(|| verify::Spill::create(&summary.run_id))
-        .transpose()?;
+        .and_then(|created| {
+            created
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "the verification will read the references"),
+                )
+                .ok()
+        });
     let location = match job.strategy {
         Strategy::Bloom => {
             progress.set_message("building the Bloom filter of references");

@@ -308,12 +308,15 @@ fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result
 }
 
 /// Appends the fingerprints of one partial filter's references to its own file of a
-/// [`Spill`], opened at the first batch; a batch is one write.
+/// [`Spill`], opened at the first batch; a batch is one write. A failure to write (a full
+/// disk) stops it, with a warning: the spill then holds fewer fingerprints than the filter
+/// has references, and the verification reads the references instead.
 #[derive(Debug)]
 pub struct SpillWriter {
     dir: PathBuf,
     file: Option<std::fs::File>,
     bytes: Vec<u8>,
+    failed: bool,
 }
 
 impl SpillWriter {
@@ -322,19 +325,32 @@ impl SpillWriter {
             dir: dir.into(),
             file: None,
             bytes: Vec::new(),
+            failed: false,
         }
     }
 
     /// Writes the fingerprints of `ids` ([`fingerprint`]).
-    pub fn write(&mut self, ids: &[&str]) -> Result<()> {
+    pub fn write(&mut self, ids: &[&str]) {
+        if self.failed {
+            return;
+        }
+        if let Err(e) = self.try_write(ids) {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                error = %e,
+                "cannot keep the references' fingerprints: the verification will read the references"
+            );
+            self.failed = true;
+        }
+    }
+
+    fn try_write(&mut self, ids: &[&str]) -> std::io::Result<()> {
         use std::io::Write;
         let file = match &mut self.file {
             Some(f) => f,
             None => {
                 let path = self.dir.join(format!("{:016x}.fp", rand::random::<u64>()));
-                let f = std::fs::File::create_new(&path)
-                    .map_err(|e| Error::runtime(format!("{}: {e}", path.display())))?;
-                self.file.insert(f)
+                self.file.insert(std::fs::File::create_new(path)?)
             }
         };
         self.bytes.clear();
@@ -342,7 +358,6 @@ impl SpillWriter {
             self.bytes.extend_from_slice(&fingerprint(id).to_le_bytes());
         }
         file.write_all(&self.bytes)
-            .map_err(|e| Error::runtime(format!("writing to {}: {e}", self.dir.display())))
     }
 }
 
@@ -395,7 +410,7 @@ mod tests {
         let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
         for part in refs.chunks(100_000) {
             let mut w = SpillWriter::new(spill.dir());
-            w.write(part).unwrap();
+            w.write(part);
         }
         assert_eq!(spill.count().unwrap(), 300_000);
         let orphans: Fingerprints = (0..1_000)

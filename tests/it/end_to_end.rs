@@ -300,3 +300,39 @@ fn every_spelling_of_a_reference_protects_its_blob() {
         );
     }
 }
+
+/// The verification reads the references' fingerprints that the build pass kept under TMPDIR:
+/// none are left behind, and a TMPDIR it cannot write to only sends it back to the references.
+#[test]
+fn the_fingerprint_spill_is_removed_and_an_unwritable_one_is_done_without() {
+    let f = Fixture::new();
+    let (orphan, referenced) = (id(557, "orphan"), id(557, "referenced"));
+    f.blobs(&[&orphan, &referenced]);
+    let refs = f.refs("messages", &[&referenced]);
+    let tmp = f.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let not_a_dir = f.path("not-a-dir");
+    std::fs::write(&not_a_dir, "a file").unwrap();
+    let root = format!("file://{}", f.path("plans").display());
+    for tmpdir in [&tmp, &not_a_dir] {
+        let args = [
+            "--refs",
+            &refs,
+            "--fpp",
+            "0.000001",
+            "--dry-run",
+            "--plan-root",
+            &root,
+        ];
+        let out = f.run_with(T2, &args, &[("TMPDIR", tmpdir.display().to_string())]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(out.report.as_ref().unwrap()["verified"], true);
+        assert_eq!(out.u("candidate_count"), 1);
+    }
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "spill left behind"
+    );
+    assert_eq!(f.left(), BTreeSet::from([orphan, referenced]));
+}

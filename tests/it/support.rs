@@ -127,10 +127,15 @@ impl Fixture {
 
     /// `blobgc run --store <store> --now <now> --report <file> <args>`.
     pub fn run(&self, now: &str, args: &[&str]) -> Outcome {
+        self.run_with(now, args, &[])
+    }
+
+    /// [`Self::run`] with extra environment variables.
+    pub fn run_with(&self, now: &str, args: &[&str], env: &[(&str, String)]) -> Outcome {
         let store = self.store_url();
         let mut all = vec!["run", "--store", store.as_str(), "--now", now];
         all.extend_from_slice(args);
-        self.blobgc(&all)
+        self.blobgc_with(&all, env)
     }
 
     /// The binary with `args`, plus `--report` to a fresh file; parses that report.
