@@ -328,16 +328,22 @@ const MAGIC: &[u8; 8] = b"BLOBGCB3";
 const HEADER_LEN: usize = 8 + 4 + 16 + 8;
 
 fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
-    if !bytes.len().is_multiple_of(8) {
-        return Err(Error::runtime(format!(
+    le_words(bytes).ok_or_else(|| {
+        Error::runtime(format!(
             "Bloom filter state of {} bytes is not whole words",
             bytes.len()
-        )));
-    }
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect())
+        ))
+    })
+}
+
+/// Little-endian 64-bit words; None unless `bytes` holds whole ones.
+pub(crate) fn le_words(bytes: &[u8]) -> Option<Vec<u64>> {
+    bytes.len().is_multiple_of(8).then(|| {
+        bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect()
+    })
 }
 
 /// The spelling every spelling of `id` ends at: [`non_canonical`] applied until nothing changes.

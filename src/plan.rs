@@ -381,11 +381,12 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             let params = bloom.params();
             summary.counts.reference_count = ids;
             summary.counts.null_reference_count = id_rows - ids;
-            if let Some(s) = &spill
-                && s.count()? != ids
+            let spilled = spill.as_ref().map(verify::Spill::count).transpose()?;
+            if let Some(spilled) = spilled
+                && spilled != ids
             {
                 tracing::warn!(
-                    spilled = s.count()?,
+                    spilled,
                     ids,
                     "the fingerprint spill does not hold every reference: verifying from the references"
                 );
@@ -591,7 +592,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         };
         // The spilled fingerprints settle the common case (no match) without reading the
         // references again; a match needs the references' text.
-        let spilled_match = match (&fingerprints, &spill) {
+        let references_needed = match (&fingerprints, &spill) {
             (Some(set), Some(spill)) => {
                 progress.set_message("verifying candidates against every reference's fingerprint");
                 spill.matches(set).await? > 0
@@ -601,7 +602,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         drop(spill);
         // One more pass over the references when verifying, and for the exact strategy, which
         // has no filter to count the distinct references with.
-        if (fingerprints.is_some() && spilled_match) || exact {
+        if (fingerprints.is_some() && references_needed) || exact {
             progress.set_message("verifying candidates against every reference");
             let distinct = exact.then(|| {
                 FilterParams::for_items(

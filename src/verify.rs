@@ -13,7 +13,7 @@
 //! [`crate::breakers`]).
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams, fully_canonical, id_hash};
+use crate::filter::{Bloom, FilterParams, fully_canonical, id_hash, le_words};
 use crate::functions::for_each_id;
 use crate::listing::BLOB_ID;
 use crate::plan_dir::PlanDir;
@@ -257,25 +257,18 @@ impl Spill {
             tasks.spawn_blocking(move || {
                 let bad = |e: std::io::Error| Error::runtime(format!("{}: {e}", file.display()));
                 let mut reader = std::fs::File::open(&file).map_err(bad)?;
-                let (mut buf, mut fps, mut found) = (vec![0u8; 1 << 20], Vec::new(), Vec::new());
+                let (mut buf, mut found) = (vec![0u8; 1 << 20], Vec::new());
                 let mut matched = 0u64;
                 loop {
                     let n = read_full(&mut reader, &mut buf).map_err(bad)?;
-                    if n % 8 != 0 {
-                        return Err(Error::runtime(format!(
-                            "{}: not whole fingerprints",
-                            file.display()
-                        )));
-                    }
-                    fps.clear();
-                    fps.extend(buf[..n].chunks_exact(8).map(|c| {
-                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-                    }));
+                    let fps = le_words(&buf[..n]).ok_or_else(|| {
+                        Error::runtime(format!("{}: not whole fingerprints", file.display()))
+                    })?;
                     found.clear();
                     set.matches(&fps, &mut found);
                     matched += found.len() as u64;
                     if n < buf.len() {
-                        return Ok(matched);
+                        return Ok::<_, Error>(matched);
                     }
                 }
             });
