@@ -7,7 +7,9 @@
 //! (a cache keyed by a reused name once served a stale filter).
 //!
 //! The seed is derived from the run's salt, so each run hashes ids differently and a blob kept
-//! by a false positive in one run is collected by a later one.
+//! by a false positive in one run is collected by a later one. Ids are hashed through their
+//! 64-bit [`fingerprint`], so that a filter can be built from fingerprints alone
+//! ([`crate::spill`]).
 
 use crate::blob_id::BlobId;
 use crate::error::{Error, Result};
@@ -77,11 +79,18 @@ pub struct Bloom {
     hash_seed: u64,
 }
 
-/// The hash of an id under a run's seed: XXH3 of its text. fastbloom derives the bit indexes
-/// from this one hash; its own default (SipHash through `Hash for str`) cost more per id than
-/// the filter's memory accesses.
+/// The hash of a text under `seed`: XXH3. Its own default (SipHash through `Hash for str`)
+/// cost more per id than the filter's memory accesses.
 pub fn id_hash(seed: u64, id: &str) -> u64 {
     twox_hash::XxHash3_64::oneshot_with_seed(seed, id.as_bytes())
+}
+
+/// The fingerprint of an id: the hash of its [`fully_canonical`] spelling under a fixed seed, so
+/// every spelling of one blob has one fingerprint. The filter hashes ids through it
+/// ([`Bloom::hash`]), the spill keeps it ([`crate::spill`]), the verification compares it.
+#[inline]
+pub fn fingerprint(id: &str) -> u64 {
+    id_hash(0, &fully_canonical(id))
 }
 
 impl Bloom {
@@ -113,13 +122,23 @@ impl Bloom {
         self.params
     }
 
-    /// The hash this filter keys an id by: that of the spelling all its spellings end at
-    /// ([`fully_canonical`]: `0_0_abc` is the blob `abc`, `1_0557_x` the blob `1_557_x`), so no
-    /// spelling of a reference is missed, and the filter matches exactly the pairs the exact
-    /// strategy joins.
+    /// The hash this filter keys an id by: its [`fingerprint`], hashed again under the run's
+    /// seed ([`Self::hash_fingerprint`]). The fingerprint is that of the spelling all its
+    /// spellings end at ([`fully_canonical`]: `0_0_abc` is the blob `abc`, `1_0557_x` the blob
+    /// `1_557_x`), so no spelling of a reference is missed, and the filter matches exactly the
+    /// pairs the exact strategy joins.
     #[inline]
     pub fn hash(&self, id: &str) -> u64 {
-        id_hash(self.hash_seed, &fully_canonical(id))
+        self.hash_fingerprint(fingerprint(id))
+    }
+
+    /// The hash of an id by its fingerprint: the spill of a run is all its filter needs. The
+    /// salt still changes every false positive between runs but one: an orphan whose
+    /// fingerprint equals a reference's (about one chance in 2^64 per reference) is kept by
+    /// every run, a kept blob, never a lost one.
+    #[inline]
+    pub fn hash_fingerprint(&self, fp: u64) -> u64 {
+        twox_hash::XxHash3_64::oneshot_with_seed(self.hash_seed, &fp.to_le_bytes())
     }
 
     /// Inserts a referenced id.
@@ -167,9 +186,21 @@ impl Bloom {
         }
     }
 
-    /// ORs a partial filter into this one. Both must come from the same parameters.
+    /// ORs a partial filter, as words, into this one. Both must come from the same parameters.
     pub fn union_words(&mut self, bytes: &[u8]) -> Result<()> {
         let other = Self::from_words(self.params, words_from_le_bytes(bytes)?)?;
+        self.filter.union(&other.filter);
+        Ok(())
+    }
+
+    /// ORs a partial filter into this one; refused unless both have the same parameters.
+    pub fn union(&mut self, other: &Bloom) -> Result<()> {
+        if other.params != self.params {
+            return Err(Error::runtime(format!(
+                "cannot merge a Bloom filter of {:?} into one of {:?}",
+                other.params, self.params
+            )));
+        }
         self.filter.union(&other.filter);
         Ok(())
     }
@@ -324,7 +355,7 @@ pub const MAX_FOLD: usize = 8;
 const FOLD_WORDS_UNIT: usize = 840;
 
 /// Names the hash and the spelling hashed: a filter of another version could miss ids.
-const MAGIC: &[u8; 8] = b"BLOBGCB3";
+const MAGIC: &[u8; 8] = b"BLOBGCB4";
 const HEADER_LEN: usize = 8 + 4 + 16 + 8;
 
 fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {

@@ -1,11 +1,10 @@
 //! The DataFusion functions of a GC plan, registered on every session that runs one:
 //!
-//! - `blobgc_bloom_build(id, num_bits, num_hashes, seed_hex, fpp[, spill_dir])`: aggregate;
-//!   each partition builds a partial filter (Partial), partials are OR-merged (Final) and the
-//!   merged filter is folded to the distinct ids it holds at `fpp`; the result is the encoded
-//!   filter, which the plan writes to storage from the reduce stage itself. With `spill_dir`
-//!   (in-process only: a local directory), each partition also writes its references'
-//!   fingerprints there for the verification ([`crate::verify::Spill`]).
+//! - `blobgc_bloom_build(id, num_bits, num_hashes, seed_hex, fpp)`: aggregate; each partition
+//!   builds a partial filter (Partial), partials are OR-merged (Final) and the merged filter is
+//!   folded to the distinct ids it holds at `fpp`; the result is the encoded filter, which the
+//!   plan writes to storage from the reduce stage itself. (In-process, the filter is built from
+//!   the references' fingerprints instead: [`crate::spill`].)
 //! - `blobgc_bloom_contains(id, filter_location, sha256)`: whether the stored filter may hold
 //!   `id`; the filter is loaded once per process and checked against its checksum.
 //! - `blobgc_sweep_batches(batch, plan_dir, store, rate)`: executes deletion batches where it
@@ -20,7 +19,6 @@
 
 use crate::filter::{Bloom, FilterParams, load_cached};
 use crate::generation::GenerationRule;
-use crate::verify::SpillWriter;
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, StringViewBuilder, UInt8Array};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_datafusion_err, exec_err};
@@ -28,7 +26,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, TypeSignature, Volatility,
+    ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
@@ -71,10 +69,7 @@ pub fn canonical_id() -> ScalarUDF {
 
 pub fn bloom_build() -> AggregateUDF {
     AggregateUDF::from(BloomBuild {
-        signature: Signature::one_of(
-            vec![TypeSignature::Any(5), TypeSignature::Any(6)],
-            Volatility::Immutable,
-        ),
+        signature: Signature::any(5, Volatility::Immutable),
     })
 }
 
@@ -166,19 +161,9 @@ impl AggregateUDFImpl for BloomBuild {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let ([_, bits, hashes, seed, fpp], spill) = match args.exprs {
-            [id, bits, hashes, seed, fpp] => ([id, bits, hashes, seed, fpp], None),
-            [id, bits, hashes, seed, fpp, spill] => ([id, bits, hashes, seed, fpp], Some(spill)),
-            _ => {
-                return exec_err!(
-                    "{BLOOM_BUILD} takes (id, num_bits, num_hashes, seed_hex, fpp[, spill_dir])"
-                );
-            }
+        let [_, bits, hashes, seed, fpp] = args.exprs else {
+            return exec_err!("{BLOOM_BUILD} takes (id, num_bits, num_hashes, seed_hex, fpp)");
         };
-        let spill = spill
-            .map(|dir| scalar_str(&literal(dir, "spill_dir")?, "spill_dir"))
-            .transpose()?
-            .map(SpillWriter::new);
         let fpp = match literal(fpp, "fpp")?.cast_to(&DataType::Float64)? {
             ScalarValue::Float64(Some(f)) if f > 0.0 && f < 1.0 => f,
             other => return exec_err!("{BLOOM_BUILD}: fpp must be in (0, 1), got {other}"),
@@ -196,7 +181,6 @@ impl AggregateUDFImpl for BloomBuild {
             bloom,
             fpp,
             hashes: Vec::new(),
-            spill,
         }))
     }
 }
@@ -207,8 +191,6 @@ struct BloomAccumulator {
     fpp: f64,
     /// The hashes of the batch being inserted, kept to reuse the allocation.
     hashes: Vec<u64>,
-    /// Where the references' fingerprints go for the verification, in-process.
-    spill: Option<SpillWriter>,
 }
 
 impl Accumulator for BloomAccumulator {
@@ -216,15 +198,7 @@ impl Accumulator for BloomAccumulator {
         // Hashed first, inserted after: the inserts fetch their memory ahead.
         self.hashes.clear();
         let (bloom, hashes) = (&self.bloom, &mut self.hashes);
-        match &mut self.spill {
-            None => for_each_id(&values[0], |id| hashes.extend(id.map(|id| bloom.hash(id))))?,
-            Some(spill) => {
-                let mut ids = Vec::with_capacity(values[0].len());
-                for_each_id(&values[0], |id| ids.extend(id))?;
-                hashes.extend(ids.iter().map(|id| bloom.hash(id)));
-                spill.write(&ids);
-            }
-        }
+        for_each_id(&values[0], |id| hashes.extend(id.map(|id| bloom.hash(id))))?;
         self.bloom.insert_hashes(&self.hashes);
         Ok(())
     }

@@ -5,7 +5,8 @@
 //!
 //! 1. [`references`]: every entity referencing blobs is a Parquet table of ids;
 //! 2. [`filter`] + [`functions`]: a salted Bloom filter of the references, built as partial
-//!    filters per partition and OR-merged;
+//!    filters per partition and OR-merged (in-process, from the references' fingerprints, which
+//!    one pass writes to a local [`spill`]);
 //! 3. [`plan`]: the [`listing`] of the store is probed; ids that are eligible under the
 //!    [`generation`] rule ([`blob_id`]) and not in the filter become deletion batches in a
 //!    [`plan_dir`];
@@ -34,6 +35,7 @@ pub mod plan_root;
 pub mod quarantine;
 pub mod references;
 pub mod report;
+pub mod spill;
 pub mod store;
 pub mod sweep;
 pub mod uploads;

@@ -22,9 +22,10 @@ use crate::listing::{self, BLOB_ID, SIZE};
 use crate::plan_dir::{BatchWriter, PlanDir};
 use crate::plan_root::PlanRoot;
 use crate::references::{self, OpenedSource, SourceSpec};
+use crate::spill;
 use crate::store::Location;
 use crate::verify;
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt8Array};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int64Type, UInt8Type};
 use chrono::{DateTime, Utc};
@@ -314,12 +315,25 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
     let started = Instant::now();
     let rows: u64 = sources.iter().map(OpenedSource::id_values).sum();
     let references = all_references(&sources)?;
+    // In-process, one pass over the references fingerprints them into a local spill and
+    // sketches their distinct count: the filter is sized from the sketch and built from the
+    // spill, and the verification reads it, so the references are read once. A cluster (or a
+    // spill that cannot be written) reads them for an estimate, then for the filter.
+    let fingerprinted = if job.strategy == Strategy::Bloom && !remote {
+        progress.set_message("fingerprinting the references");
+        spill::fingerprint_references(references.clone(), &summary.run_id).await?
+    } else {
+        None
+    };
+    let sketched = fingerprinted
+        .as_ref()
+        .map(|f| with_margin(f.distinct(), rows));
     let from_previous = previous
         .as_ref()
         .and_then(|p| distinct_from_previous(p, rows));
     let mut expected_items = match (job.expected_references, job.strategy) {
         (Some(n), _) => n,
-        (None, Strategy::Bloom) => match from_previous {
+        (None, Strategy::Bloom) => match sketched.or(from_previous) {
             Some(n) => n,
             None => {
                 progress.set_message("estimating the distinct references");
@@ -328,17 +342,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         },
         (None, Strategy::Exact) => rows,
     };
-    let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
-    // In-process, the build pass keeps the references' fingerprints for the verification.
-    let mut spill = (verifying && !remote)
-        .then(|| verify::Spill::create(&summary.run_id))
-        .and_then(|created| {
-            created
-                .inspect_err(
-                    |e| tracing::warn!(error = %e, "the verification will read the references"),
-                )
-                .ok()
-        });
+    let mut in_memory = None;
     let location = match job.strategy {
         Strategy::Bloom => {
             progress.set_message("building the Bloom filter of references");
@@ -346,19 +350,31 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             // each), with a margin; folded down if it turns out to hold fewer.
             let seed = FilterParams::seed_from_salt(&job.salt);
             let mut built = FilterParams::foldable(expected_items, job.fpp, seed);
-            let build = |params, name| {
-                build_filter(
-                    references.clone(),
-                    params,
-                    job.fpp,
-                    dir,
-                    name,
-                    spill.as_ref(),
-                )
+            let suffix = if fingerprinted.is_some() {
+                "bloom"
+            } else {
+                "parquet"
             };
-            let name = format!("filter-{}.parquet", summary.run_id);
+            let (spilled, all) = (fingerprinted.as_ref(), &references);
+            let build = |params, name: String| async move {
+                match spilled {
+                    Some(f) => {
+                        let bloom = f.build_filter(params, job.fpp).await?;
+                        let (location, checksum) = dir.write_filter(&name, bloom.encode()).await?;
+                        let stored = Stored {
+                            bloom,
+                            location,
+                            checksum,
+                        };
+                        Ok((stored, f.ids, f.rows))
+                    }
+                    None => build_filter(all.clone(), params, job.fpp, dir, name).await,
+                }
+            };
+            let name = format!("filter-{}.{suffix}", summary.run_id);
             let (mut stored, mut ids, mut id_rows) = build(built, name.clone()).await?;
             if job.expected_references.is_none()
+                && sketched.is_none()
                 && from_previous.is_some()
                 && stored.bloom.estimated_fpp() > job.fpp * RESIZE_ABOVE
             {
@@ -374,24 +390,13 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 progress.set_message("estimating the distinct references");
                 expected_items = distinct_estimate(references.clone(), rows).await?;
                 built = FilterParams::foldable(expected_items, job.fpp, seed);
-                let name = format!("filter-{}-resized.parquet", summary.run_id);
+                let name = format!("filter-{}-resized.{suffix}", summary.run_id);
                 (stored, ids, id_rows) = build(built, name).await?;
             }
             let bloom = stored.bloom;
             let params = bloom.params();
             summary.counts.reference_count = ids;
             summary.counts.null_reference_count = id_rows - ids;
-            let spilled = spill.as_ref().map(verify::Spill::count).transpose()?;
-            if let Some(spilled) = spilled
-                && spilled != ids
-            {
-                tracing::warn!(
-                    spilled,
-                    ids,
-                    "the fingerprint spill does not hold every reference: verifying from the references"
-                );
-                spill = None;
-            }
             let estimated_fpp = bloom.estimated_fpp();
             let location = stored.location;
             summary.filter = Some(FilterSummary {
@@ -406,7 +411,8 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                 location: location.clone(),
                 checksum: stored.checksum.clone(),
             });
-            drop(bloom);
+            // In-process, the probe uses the filter in memory; a cluster loads the stored one.
+            in_memory = (!remote).then(|| Arc::new(bloom));
             summary.filter_seconds = started.elapsed().as_secs_f64();
             if estimated_fpp > job.max_fpp {
                 let reason = format!(
@@ -441,14 +447,25 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         lit(rule.current_generation),
     ]);
     let eligible = col("class").eq(lit(IdClass::Eligible as u8));
-    let probed = match &location {
-        Some((location, checksum)) => {
+    let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
+    // Candidates are fingerprinted as they are found, for the exact verification, unless the
+    // job turns it off (or the exact strategy makes it pointless).
+    let mut fingerprints = (verifying && !remote).then(verify::Fingerprints::default);
+    let (probed, probe) = match (&location, in_memory) {
+        // In-process, one pass over each batch classifies, fingerprints and looks up its ids.
+        (_, Some(bloom)) => (
+            listed
+                .select(vec![col(BLOB_ID), col(SIZE)])?
+                .repartition(Partitioning::RoundRobinBatch(job.partitions.max(1)))?,
+            Probe::Filter { bloom, rule },
+        ),
+        (Some((location, checksum)), None) => {
             let referenced = functions::bloom_contains().call(vec![
                 col(BLOB_ID),
                 lit(location.as_str()),
                 lit(checksum.as_str()),
             ]);
-            listed
+            let probed = listed
                 .repartition(Partitioning::RoundRobinBatch(job.partitions.max(1)))?
                 .select(vec![
                     col(BLOB_ID),
@@ -464,14 +481,15 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                         .otherwise(lit(false))?
                         .alias("candidate"),
                     col("referenced"),
-                ])?
+                ])?;
+            (probed, Probe::Planned)
         }
-        None => {
+        (None, None) => {
             // Every spelling of an id meets its canonical form on both sides of the join.
             let keys = references
                 .clone()
                 .select(vec![canonical(col(BLOB_ID)).alias("ref_key")])?;
-            listed
+            let probed = listed
                 .select(vec![
                     col(BLOB_ID),
                     col(SIZE),
@@ -487,17 +505,16 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
                         .otherwise(lit(false))?
                         .alias("candidate"),
                     col("mark").alias("referenced"),
-                ])?
+                ])?;
+            (probed, Probe::Planned)
         }
     };
-    // Candidates are fingerprinted as they are found, for the exact verification, unless the
-    // job turns it off (or the exact strategy makes it pointless).
-    let mut fingerprints = (verifying && !remote).then(verify::Fingerprints::default);
     if remote {
         let p = probe_on_cluster(probed, dir, &summary.run_id, job.batch_size, progress).await?;
         summary.counts.add(p.counts);
         summary.batches.extend(p.batches);
     } else {
+        let probe = Arc::new(probe);
         let partitions = probed.execute_stream_partitioned().await?;
         // A JoinSet: should one partition fail, dropping it stops the others writing batches.
         let mut tasks = tokio::task::JoinSet::new();
@@ -509,6 +526,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
             );
             tasks.spawn(consume(
                 stream,
+                Arc::clone(&probe),
                 writer,
                 fingerprints
                     .as_ref()
@@ -592,14 +610,14 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         };
         // The spilled fingerprints settle the common case (no match) without reading the
         // references again; a match needs the references' text.
-        let references_needed = match (&fingerprints, &spill) {
-            (Some(set), Some(spill)) => {
+        let references_needed = match (&fingerprints, &fingerprinted) {
+            (Some(set), Some(f)) => {
                 progress.set_message("verifying candidates against every reference's fingerprint");
-                spill.matches(set).await? > 0
+                verify::spill_matches(&f.spill, set).await? > 0
             }
             _ => true,
         };
-        drop(spill);
+        drop(fingerprinted);
         // One more pass over the references when verifying, and for the exact strategy, which
         // has no filter to count the distinct references with.
         if (fingerprints.is_some() && references_needed) || exact {
@@ -698,8 +716,9 @@ fn all_references(sources: &[OpenedSource]) -> Result<DataFrame> {
     Ok(all)
 }
 
-/// Margin over the HyperLogLog estimate of the distinct references: DataFusion's
-/// `approx_distinct` has 16384 registers, a standard error of 0.8%, so 5% is six of them.
+/// Margin over the HyperLogLog estimate of the distinct references: the spill's sketch and
+/// DataFusion's `approx_distinct` have 16384 registers, a standard error of 0.8%, so 5% is six
+/// of them.
 const DISTINCT_MARGIN: f64 = 1.05;
 
 /// A filter sized from the last run is built again, from an estimate, when its false-positive
@@ -734,7 +753,13 @@ async fn distinct_estimate(references: DataFrame, rows: u64) -> Result<u64> {
         .await
         .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
     let estimate = count_at(one_row(&batches, "the distinct estimate")?, 0)?;
-    Ok(((estimate as f64 * DISTINCT_MARGIN).ceil() as u64).min(rows))
+    Ok(with_margin(estimate, rows))
+}
+
+/// An estimate of the distinct references with [`DISTINCT_MARGIN`], never more than the `rows`
+/// that bound them.
+fn with_margin(estimate: u64, rows: u64) -> u64 {
+    ((estimate as f64 * DISTINCT_MARGIN).ceil() as u64).min(rows)
 }
 
 /// Column `i` of the first row of `batch`, a count: null (a sum over nothing) is 0.
@@ -773,20 +798,14 @@ async fn build_filter(
     fpp: f64,
     dir: &PlanDir,
     name: String,
-    spill: Option<&verify::Spill>,
 ) -> Result<(Stored, u64, u64)> {
-    let mut args = vec![
+    let args = vec![
         col(BLOB_ID),
         lit(params.num_bits),
         lit(u64::from(params.num_hashes)),
         lit(format!("{:032x}", params.seed)),
         lit(fpp),
     ];
-    if let Some(spill) = spill {
-        // Empty: a filter built again must not count the first build's fingerprints.
-        spill.reset()?;
-        args.push(lit(spill.dir().display().to_string()));
-    }
     let build = functions::bloom_build().call(args);
     let location = dir.location.child_url(&name);
     let mut options = TableParquetOptions::default();
@@ -1030,9 +1049,78 @@ async fn verify_on_cluster(
     verify::confirm(dir, batches, &suspects, MALFORMED_EXAMPLES).await
 }
 
+/// How a partition of the probe tells the candidates of a batch.
+enum Probe {
+    /// The batches hold `blob_id` and `size`: each id is classified and, unless malformed,
+    /// looked up in the filter, here.
+    Filter {
+        bloom: Arc<Bloom>,
+        rule: GenerationRule,
+    },
+    /// The plan did it: `blob_id`, `size`, `class`, `candidate`, `referenced`.
+    Planned,
+}
+
+/// The probe's verdicts on one batch.
+struct Verdicts {
+    class: UInt8Array,
+    candidate: BooleanArray,
+    referenced: BooleanArray,
+    /// The candidates' fingerprints, in order, when the probe computed them.
+    fingerprints: Option<Vec<u64>>,
+}
+
+impl Probe {
+    fn verdicts(&self, batch: &RecordBatch) -> Result<Verdicts> {
+        let (bloom, rule) = match self {
+            Probe::Filter { bloom, rule } => (bloom, rule),
+            Probe::Planned => {
+                return Ok(Verdicts {
+                    class: batch.column(2).as_primitive::<UInt8Type>().clone(),
+                    candidate: batch.column(3).as_boolean().clone(),
+                    referenced: batch.column(4).as_boolean().clone(),
+                    fingerprints: None,
+                });
+            }
+        };
+        let n = batch.num_rows();
+        let mut class = Vec::with_capacity(n);
+        let (mut rows, mut fps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for_each_id(batch.column(0), |id| {
+            let c = id.map_or(IdClass::Malformed, |id| rule.classify(id));
+            if c != IdClass::Malformed
+                && let Some(id) = id
+            {
+                rows.push(class.len());
+                fps.push(verify::fingerprint(id));
+            }
+            class.push(c as u8);
+        })?;
+        // Hashed first, looked up after: the lookups fetch their memory ahead.
+        let hashes: Vec<u64> = fps.iter().map(|&fp| bloom.hash_fingerprint(fp)).collect();
+        let mut referenced = vec![false; n];
+        let mut candidate = vec![false; n];
+        let mut candidates = Vec::new();
+        for ((&row, &fp), found) in rows.iter().zip(&fps).zip(bloom.contains_hashes(&hashes)) {
+            referenced[row] = found;
+            if !found && class[row] == IdClass::Eligible as u8 {
+                candidate[row] = true;
+                candidates.push(fp);
+            }
+        }
+        Ok(Verdicts {
+            class: UInt8Array::from(class),
+            candidate: BooleanArray::from(candidate),
+            referenced: BooleanArray::from(referenced),
+            fingerprints: Some(candidates),
+        })
+    }
+}
+
 /// One partition of the probe: counts what it sees and writes its candidates as batches.
 async fn consume(
     mut stream: SendableRecordBatchStream,
+    probe: Arc<Probe>,
     mut writer: BatchWriter,
     mut fingerprints: Option<verify::Fingerprints>,
     verify_limit: u64,
@@ -1040,27 +1128,28 @@ async fn consume(
 ) -> Result<Probed> {
     let mut c = PlanCounts::default();
     while let Some(batch) = stream.try_next().await? {
-        count_batch(&batch, &mut c)?;
-        let class = batch.column(2).as_primitive::<UInt8Type>();
-        let referenced = batch.column(4).as_boolean();
+        let v = probe.verdicts(&batch)?;
+        count_batch(&batch, &v.class, &mut c)?;
         c.referenced_blob_count += (0..batch.num_rows())
             .filter(|&i| {
-                class.is_valid(i)
-                    && class.value(i) != IdClass::Malformed as u8
-                    && referenced.is_valid(i)
-                    && referenced.value(i)
+                v.class.is_valid(i)
+                    && v.class.value(i) != IdClass::Malformed as u8
+                    && v.referenced.is_valid(i)
+                    && v.referenced.value(i)
             })
             .count() as u64;
-        let candidates =
-            filter_record_batch(&batch.project(&[0, 1])?, batch.column(3).as_boolean())?;
+        let candidates = filter_record_batch(&batch.project(&[0, 1])?, &v.candidate)?;
         c.candidate_count += candidates.num_rows() as u64;
         if c.candidate_count > verify_limit {
             fingerprints = None;
         }
         if let Some(set) = &mut fingerprints {
-            for_each_id(candidates.column(0), |id| {
-                set.extend(id.map(verify::fingerprint));
-            })?;
+            match v.fingerprints {
+                Some(fps) => set.extend(fps),
+                None => for_each_id(candidates.column(0), |id| {
+                    set.extend(id.map(verify::fingerprint));
+                })?,
+            }
         }
         c.candidate_bytes += sum_sizes(&candidates)?;
         writer.push(candidates).await?;
@@ -1082,10 +1171,9 @@ struct Probed {
     fingerprints: Option<verify::Fingerprints>,
 }
 
-fn count_batch(batch: &RecordBatch, c: &mut PlanCounts) -> Result<()> {
+fn count_batch(batch: &RecordBatch, class: &UInt8Array, c: &mut PlanCounts) -> Result<()> {
     let sizes = cast(batch.column(1), &DataType::Int64)?;
     let sizes = sizes.as_primitive::<Int64Type>();
-    let class = batch.column(2).as_primitive::<UInt8Type>();
     c.blob_count += batch.num_rows() as u64;
     let mut malformed_rows = Vec::new();
     for i in 0..batch.num_rows() {

@@ -4,32 +4,28 @@
 //! spelling (8 bytes each, not a hash table of strings); a reference whose fingerprint is among
 //! them is a suspect, and suspects are compared exactly, by text, with the candidates. So a
 //! referenced candidate (a Bloom filter bug) is always caught, and a fingerprint collision only
-//! costs that exact comparison. In-process, the filter's build pass has already written every
-//! reference's fingerprint to a [`Spill`], which is read instead of the references; only a
-//! match reads the references again ([`check_references`]) for the suspects' text. The
-//! fingerprint's seed is fixed, not the run's, so a partial filter built under a wrong seed
-//! cannot hide its references from this check. The exact strategy, which builds no filter, also
-//! counts its distinct references in [`check_references`] (for the missing-references breaker,
+//! costs that exact comparison. In-process, every reference's fingerprint is already in the
+//! run's [`Spill`], which is read instead of the references ([`spill_matches`]); only a match
+//! reads the references again ([`check_references`]) for the suspects' text. The fingerprint's
+//! seed is fixed, not the run's, so a filter built or probed under a wrong seed cannot hide its
+//! references from this check. The exact strategy, which builds no filter, also counts its
+//! distinct references in [`check_references`] (for the missing-references breaker,
 //! [`crate::breakers`]).
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams, fully_canonical, id_hash, le_words};
+pub use crate::filter::fingerprint;
+use crate::filter::{Bloom, FilterParams, fully_canonical};
 use crate::functions::for_each_id;
 use crate::listing::BLOB_ID;
 use crate::plan_dir::PlanDir;
+use crate::spill::Spill;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Suspects kept for the exact comparison: more would mean a broken filter anyway.
 pub const MAX_SUSPECTS: usize = 10_000;
-
-/// The fingerprint of an id: a hash of its canonical spelling.
-pub fn fingerprint(id: &str) -> u64 {
-    id_hash(0, &fully_canonical(id))
-}
 
 /// The candidates' fingerprints as the probe collects them (duplicates possible, unordered).
 pub type Fingerprints = Vec<u64>;
@@ -191,167 +187,20 @@ pub async fn check_references(
     Ok(checked)
 }
 
-/// Fingerprints of every reference, written by the filter's build pass (each partial filter to
-/// its own file) to a local directory that is removed when this is dropped: the verification
-/// then reads 8 bytes per reference instead of the references themselves again. Only a
-/// fingerprint match (a Bloom filter bug, or a 64-bit collision) sends it back to the
-/// references, for their text.
-pub struct Spill {
-    dir: PathBuf,
-}
-
-impl Spill {
-    /// A fresh spill directory for run `run_id` under the system's temporary directory.
-    pub fn create(run_id: &str) -> Result<Spill> {
-        let dir = std::env::temp_dir().join(format!("blobgc-{run_id}-fingerprints"));
-        let spill = Spill { dir };
-        spill.reset()?;
-        Ok(spill)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// Empties the directory: the filter is being built again.
-    pub fn reset(&self) -> Result<()> {
-        let _ = std::fs::remove_dir_all(&self.dir);
-        std::fs::create_dir_all(&self.dir).map_err(|e| {
-            Error::runtime(format!(
-                "creating the fingerprint spill {}: {e}",
-                self.dir.display()
-            ))
-        })
-    }
-
-    fn files(&self) -> Result<Vec<PathBuf>> {
-        let bad = |e: std::io::Error| {
-            Error::runtime(format!(
-                "reading the fingerprint spill {}: {e}",
-                self.dir.display()
-            ))
-        };
-        std::fs::read_dir(&self.dir)
-            .map_err(bad)?
-            .map(|e| e.map(|e| e.path()).map_err(bad))
-            .collect()
-    }
-
-    /// Fingerprints written.
-    pub fn count(&self) -> Result<u64> {
-        let mut bytes = 0;
-        for file in self.files()? {
-            bytes += std::fs::metadata(&file)
-                .map_err(|e| Error::runtime(format!("{}: {e}", file.display())))?
-                .len();
-        }
-        Ok(bytes / 8)
-    }
-
-    /// How many spilled fingerprints are among `candidates`: the files are read in parallel.
-    pub async fn matches(&self, candidates: &Fingerprints) -> Result<u64> {
-        let set = Arc::new(Candidates::new(candidates));
-        let mut tasks = tokio::task::JoinSet::new();
-        for file in self.files()? {
-            let set = Arc::clone(&set);
-            tasks.spawn_blocking(move || {
-                let bad = |e: std::io::Error| Error::runtime(format!("{}: {e}", file.display()));
-                let mut reader = std::fs::File::open(&file).map_err(bad)?;
-                let (mut buf, mut found) = (vec![0u8; 1 << 20], Vec::new());
-                let mut matched = 0u64;
-                loop {
-                    let n = read_full(&mut reader, &mut buf).map_err(bad)?;
-                    let fps = le_words(&buf[..n]).ok_or_else(|| {
-                        Error::runtime(format!("{}: not whole fingerprints", file.display()))
-                    })?;
-                    found.clear();
-                    set.matches(&fps, &mut found);
-                    matched += found.len() as u64;
-                    if n < buf.len() {
-                        return Ok::<_, Error>(matched);
-                    }
-                }
-            });
-        }
-        let mut matched = 0;
-        while let Some(done) = tasks.join_next().await {
-            matched +=
-                done.map_err(|e| Error::runtime(format!("fingerprint check failed: {e}")))??;
-        }
-        Ok(matched)
-    }
-}
-
-impl Drop for Spill {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Fills `buf` unless the file ends first; the bytes read.
-fn read_full(reader: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match reader.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// Appends the fingerprints of one partial filter's references to its own file of a
-/// [`Spill`], opened at the first batch; a batch is one write. A failure to write (a full
-/// disk) stops it, with a warning: the spill then holds fewer fingerprints than the filter
-/// has references, and the verification reads the references instead.
-#[derive(Debug)]
-pub struct SpillWriter {
-    dir: PathBuf,
-    file: Option<std::fs::File>,
-    bytes: Vec<u8>,
-    failed: bool,
-}
-
-impl SpillWriter {
-    pub fn new(dir: impl Into<PathBuf>) -> SpillWriter {
-        SpillWriter {
-            dir: dir.into(),
-            file: None,
-            bytes: Vec::new(),
-            failed: false,
-        }
-    }
-
-    /// Writes the fingerprints of `ids` ([`fingerprint`]).
-    pub fn write(&mut self, ids: &[&str]) {
-        if self.failed {
-            return;
-        }
-        if let Err(e) = self.try_write(ids) {
-            tracing::warn!(
-                dir = %self.dir.display(),
-                error = %e,
-                "cannot keep the references' fingerprints: the verification will read the references"
-            );
-            self.failed = true;
-        }
-    }
-
-    fn try_write(&mut self, ids: &[&str]) -> std::io::Result<()> {
-        use std::io::Write;
-        let file = match &mut self.file {
-            Some(f) => f,
-            None => {
-                let path = self.dir.join(format!("{:016x}.fp", rand::random::<u64>()));
-                self.file.insert(std::fs::File::create_new(path)?)
-            }
-        };
-        self.bytes.clear();
-        for id in ids {
-            self.bytes.extend_from_slice(&fingerprint(id).to_le_bytes());
-        }
-        file.write_all(&self.bytes)
-    }
+/// How many fingerprints of `spill` are among `candidates`: its files are read in parallel.
+pub async fn spill_matches(spill: &Spill, candidates: &Fingerprints) -> Result<u64> {
+    let set = Arc::new(Candidates::new(candidates));
+    let counts = spill
+        .fold_files(
+            || Ok((0u64, Vec::new())),
+            move |(matched, found): &mut (u64, Vec<usize>), fps| {
+                found.clear();
+                set.matches(fps, found);
+                *matched += found.len() as u64;
+            },
+        )
+        .await?;
+    Ok(counts.iter().map(|((matched, _), _)| matched).sum())
 }
 
 /// The fingerprints of the ids in `batches`.
@@ -395,29 +244,6 @@ pub async fn confirm(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn spilled_fingerprints_are_counted_and_matched_then_removed() {
-        let spill = Spill::create(&format!("test-{:08x}", rand::random::<u32>())).unwrap();
-        let refs: Vec<String> = (0..300_000).map(|i| format!("1_5_{i}")).collect();
-        let refs: Vec<&str> = refs.iter().map(String::as_str).collect();
-        for part in refs.chunks(100_000) {
-            let mut w = SpillWriter::new(spill.dir());
-            w.write(part);
-        }
-        assert_eq!(spill.count().unwrap(), 300_000);
-        let orphans: Fingerprints = (0..1_000)
-            .map(|i| fingerprint(&format!("1_4_{i}")))
-            .collect();
-        assert_eq!(spill.matches(&orphans).await.unwrap(), 0);
-        // A referenced candidate, under another spelling of its reference.
-        let mut buggy = orphans.clone();
-        buggy.push(fingerprint("1_0005_299999"));
-        assert_eq!(spill.matches(&buggy).await.unwrap(), 1);
-        let dir = spill.dir().to_path_buf();
-        drop(spill);
-        assert!(!dir.exists());
-    }
 
     proptest::proptest! {
         #[test]

@@ -4,8 +4,6 @@
 //! - `exact`: `--strategy exact`, DataFusion's own hash join of the listing with the references;
 //! - `bloom`: blobgc's default (Bloom filter, exact verification of the candidates, breakers);
 //! - `bloom-noverify`: the same with `--verify off`, to show what verification costs;
-//! - `bloom-warm`: `bloom` as a nightly job runs it, in a plan root holding the previous run
-//!   (one unmeasured run first), whose counts size the filter instead of an estimating pass;
 //! - `cluster` (on request): `bloom` submitted to a local Ballista cluster of this build's
 //!   `blobgc scheduler` and two `blobgc executor` processes (one task slot each), to show what
 //!   the cluster costs on one machine: CPU is summed over the client, scheduler and executors,
@@ -26,7 +24,6 @@ use base64::Engine;
 use blobgc::job::{Job, Strategy, Verify};
 use blobgc::plan::plan;
 use blobgc::plan_dir::PlanDir;
-use blobgc::plan_root::PlanRoot;
 use blobgc::references::SourceSpec;
 use blobgc::store::Location;
 use chrono::{DateTime, Utc};
@@ -73,7 +70,7 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let strategies = std::env::var("BLOBGC_BENCH_STRATEGIES")
-        .unwrap_or_else(|_| "floor,exact,bloom,bloom-warm,bloom-noverify".into());
+        .unwrap_or_else(|_| "floor,exact,bloom,bloom-noverify".into());
     let strategies: Vec<&str> = strategies.split(',').collect();
     println!(
         "| listed | strategy | wall s | CPU s | peak RSS MB | x exact (wall / RSS) | x floor (wall) |"
@@ -85,10 +82,6 @@ fn main() {
         let dir = base.join(size);
         let data = dataset(&dir, n);
         let mut results: Vec<(&str, Vec<Measure>)> = Vec::new();
-        if strategies.contains(&"bloom-warm") {
-            // The night before: its plan is the previous run every measured one sizes from.
-            measure("bloom-warm", &dir, runs);
-        }
         for run in 0..runs {
             for &s in &strategies {
                 let m = measure(s, &dir, run);
@@ -369,13 +362,8 @@ fn check(dir: &Path, data: &Data, results: &[(&str, Vec<Measure>)]) -> Option<St
     let exact = last("exact")?;
     let e = candidates(exact.plan.as_deref()?);
     assert_eq!(e.len() as u64, exact.candidates);
-    let mut checked = vec![("bloom", bloom, b)];
-    if let Some(warm) = last("bloom-warm") {
-        let found = candidates(warm.plan.as_deref()?);
-        checked.push(("bloom-warm", warm, found));
-    }
     let mut notes = Vec::new();
-    for (name, m, found) in checked {
+    for (name, m, found) in [("bloom", bloom, b)] {
         assert_eq!(found.len() as u64, m.candidates, "{name}");
         assert!(
             found.is_subset(&e),
@@ -562,21 +550,14 @@ async fn bench_plan(
         job.scheduler = Some(url.to_string());
         job.partitions = 2;
     }
-    let (plan_dir, url) = if strategy == "bloom-warm" {
-        warm_plan_dir(&mut job, dir)
-    } else {
-        let plan_path = dir.join(format!("plans/{strategy}-{run}"));
-        let _ = std::fs::remove_dir_all(&plan_path);
-        std::fs::create_dir_all(&plan_path).expect("plan dir");
-        let url = format!(
-            "file://{}",
-            std::fs::canonicalize(&plan_path).expect("abs").display()
-        );
-        (
-            PlanDir::new(Location::parse(&url, "plan").expect("plan location")),
-            url,
-        )
-    };
+    let plan_path = dir.join(format!("plans/{strategy}-{run}"));
+    let _ = std::fs::remove_dir_all(&plan_path);
+    std::fs::create_dir_all(&plan_path).expect("plan dir");
+    let url = format!(
+        "file://{}",
+        std::fs::canonicalize(&plan_path).expect("abs").display()
+    );
+    let plan_dir = PlanDir::new(Location::parse(&url, "plan").expect("plan location"));
     let summary = plan(&job, &plan_dir, &ProgressBar::hidden())
         .await
         .expect("plan");
@@ -592,30 +573,6 @@ async fn bench_plan(
         summary.verify_seconds,
     ];
     (summary.counts.candidate_count, bits, Some(url), phases)
-}
-
-/// `bloom-warm` plans as a nightly job does: in a plan root holding the previous run's plan
-/// (and nothing older, to keep the disk use of repeated runs flat), whose counts size the filter.
-fn warm_plan_dir(job: &mut Job, dir: &Path) -> (PlanDir, String) {
-    let root_path = dir.join("warm-root");
-    std::fs::create_dir_all(&root_path).expect("plan root");
-    let root_path = std::fs::canonicalize(&root_path).expect("abs");
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(&root_path)
-        .expect("plan root")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir())
-        .collect();
-    runs.sort();
-    runs.pop();
-    runs.iter().for_each(|old| {
-        let _ = std::fs::remove_dir_all(old);
-    });
-    let root_url = format!("file://{}", root_path.display());
-    job.plan_root = Some(root_url.clone());
-    let root = PlanRoot::parse(&root_url).expect("plan root location");
-    let plan_dir = root.plan_dir(&job.run_id).expect("plan dir");
-    let url = plan_dir.location.url();
-    (plan_dir, url)
 }
 
 /// A process's CPU seconds and peak resident set (MB), as the kernel counts them; `pid` may be

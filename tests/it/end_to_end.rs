@@ -301,8 +301,9 @@ fn every_spelling_of_a_reference_protects_its_blob() {
     }
 }
 
-/// The verification reads the references' fingerprints that the build pass kept under TMPDIR:
-/// none are left behind, and a TMPDIR it cannot write to only sends it back to the references.
+/// The filter and the verification read the references' fingerprints that one pass kept under
+/// TMPDIR: none are left behind, and a TMPDIR it cannot write to only sends both back to the
+/// references.
 #[test]
 fn the_fingerprint_spill_is_removed_and_an_unwritable_one_is_done_without() {
     let f = Fixture::new();

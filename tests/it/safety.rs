@@ -302,13 +302,17 @@ fn a_plan_under_a_plan_root_is_swept_under_its_lease() {
     assert!(!lease_file(&f).exists());
 }
 
+/// Where the references are read twice (a cluster, or here a TMPDIR that is a file, so no
+/// fingerprint spill), the estimating pass is spared by the last run's count.
 #[test]
 fn a_nightly_run_sizes_its_filter_from_the_last_run_and_rebuilds_it_when_references_outgrew_it() {
     let f = Fixture::new();
     let ids = blobs(&f, "n", 1000);
     let root = f.path("plans").display().to_string();
     let store = f.store_url();
-    let night = |refs: &[String], extra: &[&str]| {
+    let no_spill = f.path("not-a-dir");
+    std::fs::write(&no_spill, "a file").unwrap();
+    let night_in = |tmpdir: &std::path::Path, refs: &[String], extra: &[&str]| {
         let refs = f.refs("messages", refs);
         let mut args = vec![
             "run",
@@ -327,8 +331,13 @@ fn a_nightly_run_sizes_its_filter_from_the_last_run_and_rebuilds_it_when_referen
             "1",
         ];
         args.extend_from_slice(extra);
-        f.blobgc_with(&args, &[("RUST_LOG", "blobgc=info".to_string())])
+        let env = [
+            ("RUST_LOG", "blobgc=info".to_string()),
+            ("TMPDIR", tmpdir.display().to_string()),
+        ];
+        f.blobgc_with(&args, &env)
     };
+    let night = |refs: &[String], extra: &[&str]| night_in(&no_spill, refs, extra);
     let rebuilt = "building the filter again";
 
     // Night 1, a dry run: 100 distinct references, each 8 times.
@@ -366,5 +375,16 @@ fn a_nightly_run_sizes_its_filter_from_the_last_run_and_rebuilds_it_when_referen
         third.u("bloom_filter_expected_blob_count"),
         from_night_2.min(800)
     );
+    assert_eq!(all(&f), ids[..800].iter().cloned().collect());
+
+    // With its spill, a run reads the references once and sizes from its own sketch.
+    let tmp = f.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let shared: Vec<String> = ids[..800].iter().cycle().take(2400).cloned().collect();
+    let fourth = night_in(&tmp, &shared, &[]);
+    assert_eq!(fourth.code, 0, "{}", fourth.stderr);
+    assert!(!fourth.stderr.contains(rebuilt), "{}", fourth.stderr);
+    let sized = fourth.u("bloom_filter_expected_blob_count");
+    assert!((800..=900).contains(&sized), "sized for {sized}");
     assert_eq!(all(&f), ids[..800].iter().cloned().collect());
 }
