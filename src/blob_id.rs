@@ -50,24 +50,32 @@ impl<'a> BlobId<'a> {
         if text.is_empty() {
             return Err(MalformedId::Empty);
         }
-        if text.contains('/') {
+        if text.as_bytes().contains(&b'/') {
             return Err(MalformedId::Nested);
         }
         if is_legacy_digest(text) {
             return Ok(legacy);
         }
-        let Some(first) = text.find('_').filter(|&i| i + 1 < text.len()) else {
-            return Ok(legacy);
-        };
-        let Some(second) = text[first + 1..]
-            .find('_')
-            .map(|i| first + 1 + i)
-            .filter(|&i| i + 1 < text.len())
+        // Plain loops, not `find`: the fields are a few bytes long, shorter than a vectorised
+        // search takes to start (this runs for every listed id).
+        let b = text.as_bytes();
+        let Some(first) = b
+            .iter()
+            .position(|&c| c == b'_')
+            .filter(|&i| i + 1 < b.len())
         else {
             return Ok(legacy);
         };
-        let family = parse_decimal(&text[..first]).and_then(|f| u32::try_from(f).ok());
-        let generation = parse_decimal(&text[first + 1..second]);
+        let Some(second) = b[first + 1..]
+            .iter()
+            .position(|&c| c == b'_')
+            .map(|i| first + 1 + i)
+            .filter(|&i| i + 1 < b.len())
+        else {
+            return Ok(legacy);
+        };
+        let family = parse_decimal(&b[..first]).and_then(|f| u32::try_from(f).ok());
+        let generation = parse_decimal(&b[first + 1..second]);
         match (family, generation) {
             (Some(family), Some(generation))
                 if family <= i32::MAX as u32 && generation <= i64::MAX as u64 =>
@@ -84,11 +92,16 @@ impl<'a> BlobId<'a> {
 }
 
 /// Digits only: James's `parseInt` would also take a sign, which no id it writes carries.
-fn parse_decimal(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// None when empty or beyond u64.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
         return None;
     }
-    s.parse().ok()
+    s.iter().try_fold(0u64, |n, &c| {
+        c.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(c - b'0')))
+            .flatten()
+    })
 }
 
 impl fmt::Display for BlobId<'_> {
@@ -143,6 +156,16 @@ mod tests {
     fn format_round_trips_and_family_zero_is_bare() {
         assert_eq!(BlobId::parse("0_0_abc").unwrap().to_string(), "abc");
         assert_eq!(BlobId::parse("1_628_x_y").unwrap().to_string(), "1_628_x_y");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn numbers_parse_as_the_standard_library_parses_digits(s in "[0-9]{0,25}|[0-9a+-]{0,4}") {
+            let expected = (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u64>().ok())
+                .flatten();
+            proptest::prop_assert_eq!(parse_decimal(s.as_bytes()), expected);
+        }
     }
 
     #[test]

@@ -28,14 +28,19 @@ pub struct FilterParams {
 }
 
 impl FilterParams {
-    /// The optimal size and hash count for `expected_items` at false-positive rate `fpp`.
+    /// The size and hash count for `expected_items` at false-positive rate `fpp`. The rate
+    /// barely moves around the optimal hash count (`log2(1 / fpp)`, 6.6 at 1%), so it takes the
+    /// whole number below it, not the nearest, and the size that keeps `fpp` with it: at 1%, 6
+    /// hashes in 0.3% more bits than 7, and a memory access fewer per insert and per lookup of
+    /// a referenced id (the filter's cost).
     pub fn for_items(expected_items: u64, fpp: f64, seed: u128) -> Self {
         // A floor: a reference spelled two ways is two items, which matters only when few.
-        let n = usize::try_from(expected_items.max(MIN_ITEMS)).unwrap_or(usize::MAX);
-        let num_bits = fastbloom::optimal_size(n, fpp);
+        let n = expected_items.max(MIN_ITEMS) as f64;
+        let num_hashes = (-fpp.log2()).floor().max(1.0);
+        let bits = -num_hashes * n / (1.0 - fpp.powf(1.0 / num_hashes)).ln();
         FilterParams {
-            num_bits: num_bits as u64,
-            num_hashes: fastbloom::optimal_hashes(num_bits, n),
+            num_bits: (bits.ceil() as u64).next_multiple_of(64),
+            num_hashes: num_hashes as u32,
             seed,
         }
     }
@@ -359,22 +364,28 @@ const MAGIC: &[u8; 8] = b"BLOBGCB4";
 const HEADER_LEN: usize = 8 + 4 + 16 + 8;
 
 fn words_from_le_bytes(bytes: &[u8]) -> Result<Vec<u64>> {
-    le_words(bytes).ok_or_else(|| {
-        Error::runtime(format!(
+    let mut words = Vec::with_capacity(bytes.len() / 8);
+    if !extend_le_words(bytes, &mut words) {
+        return Err(Error::runtime(format!(
             "Bloom filter state of {} bytes is not whole words",
             bytes.len()
-        ))
-    })
+        )));
+    }
+    Ok(words)
 }
 
-/// Little-endian 64-bit words; None unless `bytes` holds whole ones.
-pub(crate) fn le_words(bytes: &[u8]) -> Option<Vec<u64>> {
-    bytes.len().is_multiple_of(8).then(|| {
+/// Appends the little-endian 64-bit words of `bytes` to `out`; false (and nothing appended)
+/// unless `bytes` holds whole ones.
+pub(crate) fn extend_le_words(bytes: &[u8], out: &mut Vec<u64>) -> bool {
+    if !bytes.len().is_multiple_of(8) {
+        return false;
+    }
+    out.extend(
         bytes
             .chunks_exact(8)
-            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect()
-    })
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+    );
+    true
 }
 
 /// The spelling every spelling of `id` ends at: [`non_canonical`] applied until nothing changes.
@@ -615,6 +626,19 @@ mod tests {
         let expected: Vec<bool> = ids.iter().map(|id| one.contains(id)).collect();
         assert_eq!(found, expected);
         assert!(found[..1_000].iter().all(|&f| f));
+    }
+
+    #[test]
+    fn the_filter_keeps_the_requested_rate_with_the_hash_count_below_the_optimum() {
+        for (fpp, hashes) in [(0.01, 6), (0.001, 9), (0.0078125, 7), (0.3, 1), (1e-7, 23)] {
+            let p = FilterParams::for_items(1_000_000, fpp, 1);
+            assert_eq!(p.num_hashes, hashes, "{fpp}");
+            let k = f64::from(p.num_hashes);
+            let rate = (1.0 - (-k * 1e6 / p.num_bits as f64).exp()).powf(k);
+            assert!(rate <= fpp && rate > fpp * 0.99, "{fpp}: {rate}");
+        }
+        let at_1_percent = FilterParams::for_items(1_000_000, 0.01, 1).num_bits as f64;
+        assert!(at_1_percent / 1e6 < 9.62, "{at_1_percent} bits");
     }
 
     #[test]

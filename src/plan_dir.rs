@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -102,7 +103,11 @@ impl PlanDir {
 
     pub async fn write_batch(&self, name: &str, batch: &RecordBatch) -> Result<()> {
         let mut buf = Vec::with_capacity(batch.get_array_memory_size());
-        let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), None)?;
+        // Content hashes repeat nowhere: a dictionary of them is built and then given up.
+        let props = WriterProperties::builder()
+            .set_column_dictionary_enabled(BLOB_ID.into(), false)
+            .build();
+        let mut writer = ArrowWriter::try_new(&mut buf, batch.schema(), Some(props))?;
         writer.write(batch)?;
         writer.close()?;
         self.location.write(&self.batch_path(name), buf).await

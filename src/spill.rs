@@ -24,7 +24,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams, fingerprint, le_words};
+use crate::filter::{Bloom, FilterParams, extend_le_words, fingerprint};
 use crate::functions::for_each_id;
 use crate::listing::BLOB_ID;
 use datafusion::prelude::DataFrame;
@@ -121,12 +121,15 @@ impl Drop for Spill {
 fn read_words(file: &Path, mut f: impl FnMut(&[u64])) -> Result<u64> {
     let bad = |e: std::io::Error| Error::runtime(format!("{}: {e}", file.display()));
     let mut reader = std::fs::File::open(file).map_err(bad)?;
-    let mut buf = vec![0u8; 1 << 20];
+    let (mut buf, mut words) = (vec![0u8; 1 << 20], Vec::with_capacity(1 << 17));
     let mut read = 0;
     loop {
         let n = read_full(&mut reader, &mut buf).map_err(bad)?;
-        let words = le_words(&buf[..n])
-            .ok_or_else(|| Error::runtime(format!("{}: not whole fingerprints", file.display())))?;
+        words.clear();
+        if !extend_le_words(&buf[..n], &mut words) {
+            let whole = format!("{}: not whole fingerprints", file.display());
+            return Err(Error::runtime(whole));
+        }
         f(&words);
         read += words.len() as u64;
         if n < buf.len() {
