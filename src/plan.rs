@@ -10,6 +10,8 @@
 //! The work is split the Spark way: every partition of the reference scan builds a partial
 //! filter, the partials are OR-merged in a reduce stage, the merged filter is stored next to the
 //! plan, and every partition of the listing probes it and writes its own deletion batches.
+//! In-process, the reference scan writes fingerprints instead ([`crate::spill`]), and the
+//! partial filters are built from each partition's file of them.
 
 use crate::error::{Error, Result};
 use crate::filter::StoredFilter;
