@@ -193,9 +193,7 @@ impl Bloom {
 
     /// ORs a partial filter, as words, into this one. Both must come from the same parameters.
     pub fn union_words(&mut self, bytes: &[u8]) -> Result<()> {
-        let other = Self::from_words(self.params, words_from_le_bytes(bytes)?)?;
-        self.filter.union(&other.filter);
-        Ok(())
+        self.union(&Self::from_words(self.params, words_from_le_bytes(bytes)?)?)
     }
 
     /// ORs a partial filter into this one; refused unless both have the same parameters.

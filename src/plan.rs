@@ -615,7 +615,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &ProgressBar) -> Result<Pl
         let references_needed = match (&fingerprints, &fingerprinted) {
             (Some(set), Some(f)) => {
                 progress.set_message("verifying candidates against every reference's fingerprint");
-                verify::spill_matches(&f.spill, set).await? > 0
+                verify::spill_matches(f, set).await? > 0
             }
             _ => true,
         };

@@ -82,11 +82,7 @@ impl Spill {
 
     /// Runs `step` over the fingerprints of each file, a file per blocking task, a chunk at a
     /// time, on a state `init` makes per file; each file's final state and fingerprints read.
-    pub(crate) async fn fold_files<S, F>(
-        &self,
-        init: impl Fn() -> Result<S>,
-        step: F,
-    ) -> Result<Vec<(S, u64)>>
+    async fn fold_files<S, F>(&self, init: impl Fn() -> Result<S>, step: F) -> Result<Vec<(S, u64)>>
     where
         S: Send + 'static,
         F: Fn(&mut S, &[u64]) + Send + Sync + 'static,
@@ -166,12 +162,38 @@ impl Fingerprinted {
         self.sketch.estimate()
     }
 
+    /// Runs `step` over every spilled fingerprint, a file per blocking task, on a state `init`
+    /// makes per file; the files' final states. A spill that gives back another number of
+    /// fingerprints than the references it was written from is refused, for `what`.
+    pub(crate) async fn fold<S, F>(
+        &self,
+        what: &str,
+        init: impl Fn() -> Result<S>,
+        step: F,
+    ) -> Result<Vec<S>>
+    where
+        S: Send + 'static,
+        F: Fn(&mut S, &[u64]) + Send + Sync + 'static,
+    {
+        let done = self.spill.fold_files(init, step).await?;
+        let read: u64 = done.iter().map(|(_, n)| n).sum();
+        if read != self.ids {
+            return Err(Error::runtime(format!(
+                "the fingerprint spill {} gave back {read} fingerprints for {} references: \
+                 refusing {what}",
+                self.spill.dir().display(),
+                self.ids
+            )));
+        }
+        Ok(done.into_iter().map(|(state, _)| state).collect())
+    }
+
     /// The Bloom filter of every spilled reference under `params`: a partial filter per file,
     /// OR-merged, then folded to the distinct ids it holds at `fpp` (see [`Bloom::fold`]).
     pub async fn build_filter(&self, params: FilterParams, fpp: f64) -> Result<Bloom> {
         let partials = self
-            .spill
-            .fold_files(
+            .fold(
+                "to build a filter from it",
                 || Ok((Bloom::new(params)?, Vec::new())),
                 |(bloom, hashes): &mut (Bloom, Vec<u64>), fps| {
                     hashes.clear();
@@ -180,16 +202,7 @@ impl Fingerprinted {
                 },
             )
             .await?;
-        let read: u64 = partials.iter().map(|(_, n)| n).sum();
-        if read != self.ids {
-            return Err(Error::runtime(format!(
-                "the fingerprint spill {} gave back {read} fingerprints for {} references: \
-                 refusing to build a filter from it",
-                self.spill.dir().display(),
-                self.ids
-            )));
-        }
-        let mut partials = partials.into_iter().map(|((bloom, _), _)| bloom);
+        let mut partials = partials.into_iter().map(|(bloom, _)| bloom);
         let mut merged = match partials.next() {
             Some(first) => first,
             None => Bloom::new(params)?,
@@ -446,11 +459,11 @@ mod tests {
         let orphans: Fingerprints = (0..1_000)
             .map(|i| fingerprint(&format!("1_4_{i}")))
             .collect();
-        assert_eq!(spill_matches(&done.spill, &orphans).await.unwrap(), 0);
+        assert_eq!(spill_matches(&done, &orphans).await.unwrap(), 0);
         // A referenced candidate, under another spelling of its reference: each of its 3 rows.
         let mut buggy = orphans.clone();
         buggy.push(fingerprint("1_0005_99999"));
-        assert_eq!(spill_matches(&done.spill, &buggy).await.unwrap(), 3);
+        assert_eq!(spill_matches(&done, &buggy).await.unwrap(), 3);
 
         let dir = done.spill.dir().to_path_buf();
         drop(done);

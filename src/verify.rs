@@ -5,7 +5,7 @@
 //! them is a suspect, and suspects are compared exactly, by text, with the candidates. So a
 //! referenced candidate (a Bloom filter bug) is always caught, and a fingerprint collision only
 //! costs that exact comparison. In-process, every reference's fingerprint is already in the
-//! run's [`Spill`], which is read instead of the references ([`spill_matches`]); only a match
+//! run's spill ([`crate::spill`]), which is read instead of the references ([`spill_matches`]); only a match
 //! reads the references again ([`check_references`]) for the suspects' text. The fingerprint's
 //! seed is fixed, not the run's, so a filter built or probed under a wrong seed cannot hide its
 //! references from this check. The exact strategy, which builds no filter, also counts its
@@ -18,7 +18,7 @@ use crate::filter::{Bloom, FilterParams, fully_canonical};
 use crate::functions::for_each_id;
 use crate::listing::BLOB_ID;
 use crate::plan_dir::PlanDir;
-use crate::spill::Spill;
+use crate::spill::Fingerprinted;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use std::collections::HashSet;
@@ -130,7 +130,7 @@ impl Checked {
         self.ids += o.ids;
         self.rows += o.rows;
         match (&mut self.distinct, o.distinct) {
-            (Some(mine), Some(theirs)) => mine.union_words(&theirs.to_le_bytes())?,
+            (Some(mine), Some(theirs)) => mine.union(&theirs)?,
             (None, theirs) => self.distinct = theirs,
             (Some(_), None) => {}
         }
@@ -189,11 +189,13 @@ pub async fn check_references(
     Ok(checked)
 }
 
-/// How many fingerprints of `spill` are among `candidates`: its files are read in parallel.
-pub async fn spill_matches(spill: &Spill, candidates: &Fingerprints) -> Result<u64> {
+/// How many spilled fingerprints of the references are among `candidates`: the files are read
+/// in parallel, and a spill that gives back fewer than were written is refused.
+pub async fn spill_matches(references: &Fingerprinted, candidates: &Fingerprints) -> Result<u64> {
     let set = Arc::new(Candidates::new(candidates));
-    let counts = spill
-        .fold_files(
+    let counts = references
+        .fold(
+            "to verify against it",
             || Ok((0u64, Vec::new())),
             move |(matched, found): &mut (u64, Vec<usize>), fps| {
                 found.clear();
@@ -202,7 +204,7 @@ pub async fn spill_matches(spill: &Spill, candidates: &Fingerprints) -> Result<u
             },
         )
         .await?;
-    Ok(counts.iter().map(|((matched, _), _)| matched).sum())
+    Ok(counts.iter().map(|(matched, _)| matched).sum())
 }
 
 /// The fingerprints of the ids in `batches`.
