@@ -1131,15 +1131,7 @@ async fn consume(
     let mut c = PlanCounts::default();
     while let Some(batch) = stream.try_next().await? {
         let v = probe.verdicts(&batch)?;
-        count_batch(&batch, &v.class, &mut c)?;
-        c.referenced_blob_count += (0..batch.num_rows())
-            .filter(|&i| {
-                v.class.is_valid(i)
-                    && v.class.value(i) != IdClass::Malformed as u8
-                    && v.referenced.is_valid(i)
-                    && v.referenced.value(i)
-            })
-            .count() as u64;
+        count_batch(&batch, &v, &mut c)?;
         let candidates = filter_record_batch(&batch.project(&[0, 1])?, &v.candidate)?;
         c.candidate_count += candidates.num_rows() as u64;
         if c.candidate_count > verify_limit {
@@ -1153,7 +1145,6 @@ async fn consume(
                 })?,
             }
         }
-        c.candidate_bytes += sum_sizes(&candidates)?;
         writer.push(candidates).await?;
         progress.inc(batch.num_rows() as u64);
     }
@@ -1173,19 +1164,32 @@ struct Probed {
     fingerprints: Option<verify::Fingerprints>,
 }
 
-fn count_batch(batch: &RecordBatch, class: &UInt8Array, c: &mut PlanCounts) -> Result<()> {
+/// Counts a probed batch: its blobs, the eligible, referenced and candidate ones, their
+/// bytes, and examples of malformed ids.
+fn count_batch(batch: &RecordBatch, v: &Verdicts, c: &mut PlanCounts) -> Result<()> {
     let sizes = cast(batch.column(1), &DataType::Int64)?;
     let sizes = sizes.as_primitive::<Int64Type>();
+    let size = |i: usize| sizes.is_valid(i).then(|| sizes.value(i).max(0) as u64);
+    let flag = |a: &BooleanArray, i: usize| a.is_valid(i) && a.value(i);
     c.blob_count += batch.num_rows() as u64;
     let mut malformed_rows = Vec::new();
     for i in 0..batch.num_rows() {
-        match class.is_valid(i).then(|| class.value(i)) {
+        match v.class.is_valid(i).then(|| v.class.value(i)) {
             Some(x) if x == IdClass::Eligible as u8 => {
                 c.eligible_blob_count += 1;
-                c.eligible_bytes += sizes.value(i).max(0) as u64;
+                c.eligible_bytes += size(i).unwrap_or(0);
             }
             Some(x) if x == IdClass::Active as u8 => {}
-            _ => malformed_rows.push(i),
+            _ => {
+                malformed_rows.push(i);
+                continue;
+            }
+        }
+        if flag(&v.referenced, i) {
+            c.referenced_blob_count += 1;
+        }
+        if flag(&v.candidate, i) {
+            c.candidate_bytes += size(i).unwrap_or(0);
         }
     }
     if !malformed_rows.is_empty() {
@@ -1204,14 +1208,4 @@ fn count_batch(batch: &RecordBatch, class: &UInt8Array, c: &mut PlanCounts) -> R
         }
     }
     Ok(())
-}
-
-fn sum_sizes(batch: &RecordBatch) -> Result<u64> {
-    let sizes = cast(batch.column(1), &DataType::Int64)?;
-    Ok(sizes
-        .as_primitive::<Int64Type>()
-        .iter()
-        .flatten()
-        .map(|s| s.max(0) as u64)
-        .sum())
 }

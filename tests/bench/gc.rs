@@ -1,6 +1,9 @@
 //! `cargo bench --bench gc`: blobgc against the anti-join a user would write instead, side by
 //! side on the same files, in one run:
 //! - `floor`: a pure scan of every id column the job reads (listing + references);
+//! - `floor-fingerprint`: the same scan hashing every id once, as the Bloom strategy must (its
+//!   [`blobgc::filter::fingerprint`]): what filtering these ids costs before any filter is
+//!   touched, to weigh the Bloom strategy's ratio to the floor against;
 //! - `exact`: `--strategy exact`, DataFusion's own hash join of the listing with the references;
 //! - `bloom`: blobgc's default (Bloom filter, exact verification of the candidates, breakers);
 //! - `bloom-noverify`: the same with `--verify off`, to show what verification costs;
@@ -70,7 +73,7 @@ fn main() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(3);
     let strategies = std::env::var("BLOBGC_BENCH_STRATEGIES")
-        .unwrap_or_else(|_| "floor,exact,bloom,bloom-noverify".into());
+        .unwrap_or_else(|_| "floor,floor-fingerprint,exact,bloom,bloom-noverify".into());
     let strategies: Vec<&str> = strategies.split(',').collect();
     println!(
         "| listed | strategy | wall s | CPU s | peak RSS MB | x exact (wall / RSS) | x floor (wall) |"
@@ -399,8 +402,9 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         .expect("runtime");
     let cluster = (strategy == "cluster").then(LocalCluster::start);
     let (candidates, filter_bits, plan_url, phases) = rt.block_on(async {
-        if strategy == "floor" {
-            (floor(dir).await, 0, None, Vec::new())
+        if let Some(hashing) = strategy.strip_prefix("floor") {
+            let ids = floor(dir, hashing == "-fingerprint").await;
+            (ids, 0, None, Vec::new())
         } else {
             bench_plan(strategy, dir, run, cluster.as_ref().map(|c| c.url.as_str())).await
         }
@@ -488,8 +492,8 @@ impl Drop for LocalCluster {
     }
 }
 
-/// Reads every id column once; returns the rows read.
-async fn floor(dir: &Path) -> u64 {
+/// Reads every id column once, fingerprinting each id if asked; returns the ids read.
+async fn floor(dir: &Path, fingerprint: bool) -> u64 {
     let ctx = blobgc::plan::session(2);
     let mut rows = 0;
     for table in ["inventory", "refs"] {
@@ -507,7 +511,10 @@ async fn floor(dir: &Path) -> u64 {
             tasks.spawn(async move {
                 let mut n = 0u64;
                 while let Some(batch) = stream.try_next().await.expect("batch") {
-                    n += (batch.num_rows() - batch.column(0).null_count()) as u64;
+                    n += match fingerprint {
+                        true => fingerprint_all(batch.column(0)),
+                        false => (batch.num_rows() - batch.column(0).null_count()) as u64,
+                    };
                 }
                 n
             });
@@ -517,6 +524,23 @@ async fn floor(dir: &Path) -> u64 {
         }
     }
     rows
+}
+
+/// Fingerprints every id of a column; the ids.
+fn fingerprint_all(ids: &ArrayRef) -> u64 {
+    let (mut n, mut folded) = (0, 0);
+    let mut add = |id: Option<&str>| {
+        if let Some(id) = id {
+            n += 1;
+            folded ^= blobgc::filter::fingerprint(id);
+        }
+    };
+    match ids.as_string_view_opt() {
+        Some(view) => view.iter().for_each(&mut add),
+        None => ids.as_string::<i32>().iter().for_each(&mut add),
+    }
+    std::hint::black_box(folded);
+    n
 }
 
 async fn bench_plan(
