@@ -14,8 +14,7 @@
 //! partial filters are built from each partition's file of them.
 
 use crate::error::{Error, Result};
-use crate::filter::StoredFilter;
-use crate::filter::{Bloom, FilterParams};
+use crate::filter::{Bloom, FilterParams, StoredFilter, fingerprint};
 use crate::functions;
 use crate::functions::for_each_id;
 use crate::generation::{GenerationRule, IdClass};
@@ -1094,7 +1093,7 @@ impl Probe {
                 && let Some(id) = id
             {
                 rows.push(class.len());
-                fps.push(verify::fingerprint(id));
+                fps.push(fingerprint(id));
             }
             class.push(c as u8);
         })?;
@@ -1141,7 +1140,7 @@ async fn consume(
             match v.fingerprints {
                 Some(fps) => set.extend(fps),
                 None => for_each_id(candidates.column(0), |id| {
-                    set.extend(id.map(verify::fingerprint));
+                    set.extend(id.map(fingerprint));
                 })?,
             }
         }
@@ -1169,7 +1168,11 @@ struct Probed {
 fn count_batch(batch: &RecordBatch, v: &Verdicts, c: &mut PlanCounts) -> Result<()> {
     let sizes = cast(batch.column(1), &DataType::Int64)?;
     let sizes = sizes.as_primitive::<Int64Type>();
-    let size = |i: usize| sizes.is_valid(i).then(|| sizes.value(i).max(0) as u64);
+    // A null size counts as 0 bytes.
+    let size = |i: usize| match sizes.is_valid(i) {
+        true => sizes.value(i).max(0) as u64,
+        false => 0,
+    };
     let flag = |a: &BooleanArray, i: usize| a.is_valid(i) && a.value(i);
     c.blob_count += batch.num_rows() as u64;
     let mut malformed_rows = Vec::new();
@@ -1177,7 +1180,7 @@ fn count_batch(batch: &RecordBatch, v: &Verdicts, c: &mut PlanCounts) -> Result<
         match v.class.is_valid(i).then(|| v.class.value(i)) {
             Some(x) if x == IdClass::Eligible as u8 => {
                 c.eligible_blob_count += 1;
-                c.eligible_bytes += size(i).unwrap_or(0);
+                c.eligible_bytes += size(i);
             }
             Some(x) if x == IdClass::Active as u8 => {}
             _ => {
@@ -1189,7 +1192,7 @@ fn count_batch(batch: &RecordBatch, v: &Verdicts, c: &mut PlanCounts) -> Result<
             c.referenced_blob_count += 1;
         }
         if flag(&v.candidate, i) {
-            c.candidate_bytes += size(i).unwrap_or(0);
+            c.candidate_bytes += size(i);
         }
     }
     if !malformed_rows.is_empty() {

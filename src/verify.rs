@@ -5,16 +5,15 @@
 //! them is a suspect, and suspects are compared exactly, by text, with the candidates. So a
 //! referenced candidate (a Bloom filter bug) is always caught, and a fingerprint collision only
 //! costs that exact comparison. In-process, every reference's fingerprint is already in the
-//! run's spill ([`crate::spill`]), which is read instead of the references ([`spill_matches`]); only a match
-//! reads the references again ([`check_references`]) for the suspects' text. The fingerprint's
-//! seed is fixed, not the run's, so a filter built or probed under a wrong seed cannot hide its
-//! references from this check. The exact strategy, which builds no filter, also counts its
+//! run's spill ([`crate::spill`]), which is read instead of the references
+//! ([`spill_matches`]); only a match reads the references again ([`check_references`]) for the
+//! suspects' text. The fingerprint's seed is fixed, not the run's, so a filter built or probed
+//! under a wrong seed cannot hide its references from this check. The exact strategy, which builds no filter, also counts its
 //! distinct references in [`check_references`] (for the missing-references breaker,
 //! [`crate::breakers`]).
 
 use crate::error::{Error, Result};
-pub use crate::filter::fingerprint;
-use crate::filter::{Bloom, FilterParams, fully_canonical};
+use crate::filter::{Bloom, FilterParams, fingerprint, fully_canonical};
 use crate::functions::for_each_id;
 use crate::listing::BLOB_ID;
 use crate::plan_dir::PlanDir;
