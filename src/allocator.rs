@@ -4,7 +4,8 @@
 //! system allocator returned each such buffer to the OS and faulted the next one in page by
 //! page: a third of a run's CPU time went to the kernel. mimalloc reuses them; its defaults keep
 //! freed memory committed for a second, which at 10M listed blobs raised the peak by ~80 MB, so
-//! [`tune`] purges sooner and commits arenas on demand (side by side, see issue 6's note).
+//! [`tune`] purges sooner and commits arenas on demand (measured side by side; the README's
+//! benchmark section).
 //!
 //! The binaries declare it as their `#[global_allocator]` (`src/main.rs`, the `gc` benchmark): a
 //! library leaves that choice to the program that embeds it.

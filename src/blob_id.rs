@@ -2,7 +2,7 @@
 //!
 //! Text form `{family}_{generation}_{delegate}`; family 0 prints as the bare delegate. The
 //! delegate of a deduplicated blob is the base64url SHA-256 of its content and may itself
-//! contain `_`, so parsing splits on the first two `_` only. See CONTRACT.md for every case.
+//! contain `_`, so parsing splits on the first two `_` only. The README and the tests below hold every case.
 
 use std::fmt;
 
@@ -40,7 +40,7 @@ pub fn is_legacy_digest(text: &str) -> bool {
 }
 
 impl<'a> BlobId<'a> {
-    /// Parses a blob id as James does, plus the legacy digest rule of CONTRACT.md.
+    /// Parses a blob id as James does, plus the legacy digest rule: a bare base64url SHA-256 digest is family 0.
     pub fn parse(text: &'a str) -> Result<BlobId<'a>, MalformedId> {
         let legacy = BlobId {
             family: 0,

@@ -17,7 +17,7 @@
 //! third of it, and that says nothing.
 
 use crate::error::{Error, Result};
-use crate::plan::{PlanSummary, SourceSummary};
+use crate::summary::{PlanSummary, SourceSummary};
 use serde::{Deserialize, Serialize};
 
 /// The thresholds of the breakers; a fraction of 1 turns its breaker off.

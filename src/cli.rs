@@ -1,5 +1,5 @@
-//! The `blobgc` command line (CONTRACT.md): `run`, `plan`, `sweep`, and beyond the contract
-//! `purge`, `restore`, `incremental`, `uploads`.
+//! The `blobgc` command line (README, "Command line"): `run`, `plan`, `sweep`, `purge`,
+//! `restore`, `incremental`, `uploads`, and the cluster's `scheduler` and `executor`.
 //!
 //! stdout carries only the JSON report, as its last line; people read stderr.
 
@@ -9,12 +9,14 @@ use crate::generation::parse_duration;
 use crate::incremental::{self, IncrementalArgs};
 use crate::job::{Job, JobArgs, JobFile, parse_now};
 use crate::lease::Lease;
-use crate::plan::{PlanStatus, plan};
+use crate::plan::plan;
 use crate::plan_dir::PlanDir;
 use crate::plan_root::PlanRoot;
+use crate::progress::{Event, Progress};
 use crate::quarantine::{self, Quarantine};
 use crate::report::{Report, Status};
-use crate::store::{Location, S3Options, configure_s3};
+use crate::store::{Location, S3Options};
+use crate::summary::PlanStatus;
 use crate::sweep::{SweepOptions, sweep};
 use crate::uploads::{self, UploadsArgs};
 use clap::{Parser, Subcommand};
@@ -205,39 +207,16 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
     match command {
         Command::Run(args) => {
             let job = args.resolve(chrono::Utc::now)?;
-            configure_s3(job.s3.clone());
             let report = run(&job).await?;
             Ok((Output::Gc(Box::new(report)), job.report))
         }
-        Command::Plan { job: args, out } => {
-            let job = args.resolve(chrono::Utc::now)?;
-            configure_s3(job.s3.clone());
-            let root = job.plan_root.as_deref().map(PlanRoot::parse).transpose()?;
-            let dir = match (&out, &root) {
-                (Some(out), _) => new_plan_dir(out, "--out").await?,
-                (None, Some(root)) => root.plan_dir(&job.run_id)?,
-                (None, None) => {
-                    return Err(Error::usage(
-                        "--out DIR is required (or a plan root: --plan-root or plan_root in the job file)",
-                    ));
-                }
-            };
-            let lease = take_lease(&job, root.as_ref()).await?;
-            let planned = plan(&job, &dir, &spinner()).await;
-            let summary = give_back(lease, planned).await?;
-            Ok((
-                Output::Gc(Box::new(Report::new(
-                    &summary,
-                    dir.location.url(),
-                    None,
-                    true,
-                ))),
-                job.report,
-            ))
-        }
+        Command::Plan { job, out } => plan_only(job, out).await,
+        Command::Sweep(args) => sweep_only(args).await,
         Command::Incremental(args) => {
             let (job, plan_dir, report) = args.resolve()?;
-            let (dir, temporary) = plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id).await?;
+            let s3 = &job.sweep.s3;
+            let (dir, temporary) =
+                plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
             let mut out = incremental::run(&job, &dir, &bar()).await?;
             if remove_temporary(temporary, out.status) {
                 out.plan = format!("{} (temporary, removed)", out.plan);
@@ -246,7 +225,9 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
         }
         Command::Uploads(args) => {
             let (job, plan_dir, report) = args.resolve()?;
-            let (dir, temporary) = plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id).await?;
+            let s3 = &job.sweep.s3;
+            let (dir, temporary) =
+                plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
             let mut out = uploads::run(&job, &dir, &bar()).await?;
             if remove_temporary(temporary, out.status) {
                 out.plan = format!("{} (temporary, removed)", out.plan);
@@ -254,75 +235,96 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             Ok((Output::Uploads(out), report))
         }
         Command::Purge(args) => {
-            configure_s3(args.s3);
             let older_than =
                 parse_duration(&args.older_than).map_err(|e| e.context("--older-than"))?;
             let now = match &args.now {
                 Some(t) => parse_now(t)?,
                 None => chrono::Utc::now(),
             };
-            let q = Quarantine::parse(&args.quarantine)?;
+            let q = Quarantine::parse(&args.quarantine, &args.s3)?;
             let report = quarantine::purge(&q, older_than, now).await?;
             Ok((Output::Purge(report), args.report))
         }
         Command::Restore(args) => {
-            configure_s3(args.s3);
-            let q = Quarantine::parse(&args.quarantine)?;
-            let store = Location::parse(&args.store, "--store")?;
+            let q = Quarantine::parse(&args.quarantine, &args.s3)?;
+            let store = Location::parse(&args.store, "--store", &args.s3)?;
             let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
             Ok((Output::Restore(report), args.report))
         }
         Command::Scheduler(_) | Command::Executor(_) => Err(Error::usage(
             "scheduler and executor are processes, not jobs",
         )),
-        Command::Sweep(args) => {
-            let file = args
-                .job
-                .as_deref()
-                .map(JobFile::read)
-                .transpose()?
-                .unwrap_or_default();
-            configure_s3(args.s3.or(file.s3.unwrap_or_default()));
-            let options = SweepOptions::from_flags(
-                args.delete_concurrency.or(file.delete_concurrency),
-                args.max_deletes_per_second.or(file.max_deletes_per_second),
-                args.store,
-            )?;
-            let dir = PlanDir::new(Location::parse(&args.plan, "--plan")?);
-            let planned = dir.read_summary().await?;
-            // A resumed sweep is the same run as its plan: it takes (or retakes) that run's lease.
-            let lease = match &planned.plan_root {
-                Some(root) => Some(
-                    Lease::acquire(
-                        &PlanRoot::parse(root)?,
-                        &planned.store,
-                        &planned.run_id,
-                        planned.lease_ttl_seconds.max(1),
-                        chrono::Utc::now(),
-                    )
-                    .await?,
-                ),
-                None => None,
-            };
-            let on = Cluster {
-                scheduler: args.scheduler.clone(),
-                partitions: args
-                    .partitions
-                    .unwrap_or_else(crate::job::default_partitions),
-            };
-            let swept = sweep_plan(&dir, &options, &on).await;
-            let (summary, metrics) = give_back(lease, swept).await?;
-            Ok((
-                Output::Gc(Box::new(Report::new(
-                    &summary,
-                    dir.location.url(),
-                    Some(&metrics),
-                    false,
-                ))),
-                args.report,
-            ))
-        }
     }
+}
+
+/// `blobgc plan`: the mark phase only, into `--out` or the plan root's directory of the run.
+async fn plan_only(args: JobArgs, out: Option<String>) -> Result<(Output, Option<PathBuf>)> {
+    let job = args.resolve(chrono::Utc::now)?;
+    let root = plan_root(&job)?;
+    let dir = match (&out, &root) {
+        (Some(out), _) => new_plan_dir(out, "--out", &job.s3).await?,
+        (None, Some(root)) => root.plan_dir(&job.run_id)?,
+        (None, None) => {
+            return Err(Error::usage(
+                "--out DIR is required (or a plan root: --plan-root or plan_root in the job file)",
+            ));
+        }
+    };
+    let lease = take_lease(&job, root.as_ref()).await?;
+    let planned = plan(&job, &dir, &spinner()).await;
+    let summary = give_back(lease, planned).await?;
+    let report = Report::new(&summary, dir.location.url(), None, true);
+    Ok((Output::Gc(Box::new(report)), job.report))
+}
+
+/// `blobgc sweep`: executes or resumes a plan, as the same run (and lease) as its plan.
+async fn sweep_only(args: SweepArgs) -> Result<(Output, Option<PathBuf>)> {
+    let file = args
+        .job
+        .as_deref()
+        .map(JobFile::read)
+        .transpose()?
+        .unwrap_or_default();
+    let s3 = args.s3.or(file.s3.unwrap_or_default());
+    let dir = PlanDir::new(Location::parse(&args.plan, "--plan", &s3)?);
+    let options = SweepOptions::from_flags(
+        args.delete_concurrency.or(file.delete_concurrency),
+        args.max_deletes_per_second.or(file.max_deletes_per_second),
+        args.store,
+        s3,
+    )?;
+    let planned = dir.read_summary().await?;
+    let lease = match &planned.plan_root {
+        Some(root) => Some(
+            Lease::acquire(
+                &PlanRoot::parse(root, &options.s3)?,
+                &planned.store,
+                &planned.run_id,
+                planned.lease_ttl_seconds.max(1),
+                chrono::Utc::now(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let on = Cluster {
+        scheduler: args.scheduler.clone(),
+        partitions: args
+            .partitions
+            .unwrap_or_else(crate::job::default_partitions),
+    };
+    let swept = sweep_plan(&dir, &options, &on).await;
+    let (summary, metrics) = give_back(lease, swept).await?;
+    let report = Report::new(&summary, dir.location.url(), Some(&metrics), false);
+    Ok((Output::Gc(Box::new(report)), args.report))
+}
+
+/// The job's plan root, when it has one.
+fn plan_root(job: &Job) -> Result<Option<PlanRoot>> {
+    job.plan_root
+        .as_deref()
+        .map(|root| PlanRoot::parse(root, &job.s3))
+        .transpose()
 }
 
 /// What a command prints: its JSON report as the last line of stdout.
@@ -406,7 +408,7 @@ async fn take_lease(job: &Job, root: Option<&PlanRoot>) -> Result<Option<Lease>>
     let Some(root) = root else {
         return Ok(None);
     };
-    let store = Location::parse(&job.store, "--store")?.url();
+    let store = Location::parse(&job.store, "--store", &job.s3)?.url();
     let lease = Lease::acquire(
         root,
         &store,
@@ -439,7 +441,7 @@ async fn give_back<T>(lease: Option<Lease>, result: Result<T>) -> Result<T> {
 /// history; a temporary plan directory is removed afterwards unless the sweep is partial: then
 /// it is what `blobgc sweep --plan` resumes.
 pub async fn run(job: &Job) -> Result<Report> {
-    let root = job.plan_root.as_deref().map(PlanRoot::parse).transpose()?;
+    let root = plan_root(job)?;
     let lease = take_lease(job, root.as_ref()).await?;
     let result = run_leased(job, root.as_ref(), lease.as_ref()).await;
     give_back(lease, result).await
@@ -454,7 +456,7 @@ async fn run_leased(job: &Job, root: Option<&PlanRoot>, lease: Option<&Lease>) -
     }
     let (dir, temporary) = match (&job.plan_dir, root) {
         (None, Some(root)) => (root.plan_dir(&job.run_id)?, None),
-        (given, _) => plan_dir_or_temporary(given.as_deref(), &job.run_id).await?,
+        (given, _) => plan_dir_or_temporary(given.as_deref(), &job.run_id, &job.s3).await?,
     };
     let summary = plan(job, &dir, &spinner()).await?;
     if summary.status == PlanStatus::Planned
@@ -468,6 +470,7 @@ async fn run_leased(job: &Job, root: Option<&PlanRoot>, lease: Option<&Lease>) -
             concurrency: job.delete_concurrency,
             store: None,
             max_deletes_per_second: job.max_deletes_per_second,
+            s3: job.s3.clone(),
         };
         let on = Cluster {
             scheduler: job.scheduler.clone(),
@@ -494,13 +497,12 @@ async fn sweep_plan(
     dir: &PlanDir,
     options: &SweepOptions,
     on: &Cluster,
-) -> Result<(crate::plan::PlanSummary, crate::sweep::SweepMetrics)> {
+) -> Result<(crate::summary::PlanSummary, crate::sweep::SweepMetrics)> {
     match &on.scheduler {
         None => sweep(dir, options, &bar()).await,
         Some(url) => {
-            let s3 = crate::store::configured_s3();
-            let ctx = crate::cluster::remote(url, on.partitions, &s3).await?;
-            crate::sweep::sweep_on_cluster(&ctx, dir, options, &s3, &bar()).await
+            let ctx = crate::cluster::remote(url, on.partitions, &options.s3).await?;
+            crate::sweep::sweep_on_cluster(&ctx, dir, options, &bar()).await
         }
     }
 }
@@ -509,13 +511,14 @@ async fn sweep_plan(
 async fn plan_dir_or_temporary(
     given: Option<&str>,
     run_id: &str,
+    s3: &S3Options,
 ) -> Result<(PlanDir, Option<PathBuf>)> {
     match given {
-        Some(d) => Ok((new_plan_dir(d, "--plan-dir").await?, None)),
+        Some(d) => Ok((new_plan_dir(d, "--plan-dir", s3).await?, None)),
         None => {
             // Unique per run: two runs with the same clock and salt must never share a plan.
             let tmp = std::env::temp_dir().join(format!("blobgc-plan-{run_id}"));
-            let dir = new_plan_dir(&tmp.display().to_string(), "--plan-dir").await?;
+            let dir = new_plan_dir(&tmp.display().to_string(), "--plan-dir", s3).await?;
             Ok((dir, Some(tmp)))
         }
     }
@@ -530,8 +533,8 @@ fn remove_temporary(temporary: Option<PathBuf>, status: Status) -> bool {
 }
 
 /// A plan directory that holds no plan yet: a second plan must never mix with a first one.
-async fn new_plan_dir(text: &str, flag: &str) -> Result<PlanDir> {
-    let dir = PlanDir::new(Location::parse(text, flag)?);
+async fn new_plan_dir(text: &str, flag: &str, s3: &S3Options) -> Result<PlanDir> {
+    let dir = PlanDir::new(Location::parse(text, flag, s3)?);
     if dir.read_summary().await.is_ok() {
         return Err(Error::usage(format!(
             "{flag} {text} already holds a plan: sweep it with `blobgc sweep --plan {text}` or choose another directory"
@@ -549,7 +552,16 @@ fn visible(pb: ProgressBar) -> ProgressBar {
     }
 }
 
-fn spinner() -> ProgressBar {
+/// A phase's progress drawn on `pb`.
+fn drawn(pb: ProgressBar) -> Progress {
+    Progress::new(move |event| match event {
+        Event::Step(what) => pb.set_message(what.to_string()),
+        Event::Total(units) => pb.set_length(units),
+        Event::Advance(units) => pb.inc(units),
+    })
+}
+
+fn spinner() -> Progress {
     let pb = visible(ProgressBar::new_spinner());
     if let Ok(style) =
         ProgressStyle::with_template("{spinner} {msg}: {human_pos} blobs probed ({elapsed})")
@@ -557,15 +569,15 @@ fn spinner() -> ProgressBar {
         pb.set_style(style);
     }
     pb.enable_steady_tick(Duration::from_millis(200));
-    pb
+    drawn(pb)
 }
 
-fn bar() -> ProgressBar {
+fn bar() -> Progress {
     let pb = visible(ProgressBar::new(0));
     if let Ok(style) =
         ProgressStyle::with_template("deleting {bar:30} {pos}/{len} batches ({elapsed}, eta {eta})")
     {
         pb.set_style(style);
     }
-    pb
+    drawn(pb)
 }

@@ -1,4 +1,4 @@
-//! Errors, and the exit code each kind of error maps to (CONTRACT.md).
+//! Errors, and the exit code each kind of error maps to (README, "Report and exit codes").
 
 use std::fmt;
 
@@ -17,7 +17,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// The process exit code of CONTRACT.md for this error.
+    /// The process exit code of this error (README, "Report and exit codes").
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Runtime(_) => 1,

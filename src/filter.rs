@@ -45,7 +45,7 @@ impl FilterParams {
         }
     }
 
-    /// Like [`Self::for_items`], with a word count that [`Bloom::fit`] can divide by any factor
+    /// Like [`Self::for_items`], with a word count that [`Bloom::fold`] can divide by any factor
     /// up to [`MAX_FOLD`]: the size of a filter built for an upper bound of its items.
     pub fn foldable(expected_items: u64, fpp: f64, seed: u128) -> Self {
         let mut p = Self::for_items(expected_items, fpp, seed);
@@ -352,7 +352,7 @@ pub(crate) fn prefetch(word: &u64) {
 /// The fewest items a filter is sized for.
 const MIN_ITEMS: u64 = 64;
 
-/// Folds [`Bloom::fit`] may make: reference rows rarely count a blob more than 8 times.
+/// Folds [`Bloom::fit_factor`] may ask for: reference rows rarely count a blob more than 8 times.
 pub const MAX_FOLD: usize = 8;
 /// lcm(1..=8): word counts that every fold up to [`MAX_FOLD`] divides.
 const FOLD_WORDS_UNIT: usize = 840;

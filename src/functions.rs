@@ -7,8 +7,6 @@
 //!   the references' fingerprints instead: [`crate::spill`].)
 //! - `blobgc_bloom_contains(id, filter_location, sha256)`: whether the stored filter may hold
 //!   `id`; the filter is loaded once per process and checked against its checksum.
-//! - `blobgc_sweep_batches(batch, plan_dir, store, rate)`: executes deletion batches where it
-//!   runs (see [`crate::sweep`]); the cluster's sweep.
 //! - `blobgc_id_class(id, family, current_generation)`: [`IdClass`] of a listed id as `UInt8`.
 //! - `blobgc_canonical_id(id)`: the fully canonical spelling of an id (`1_0557_x` is `1_557_x`), for
 //!   exact joins that must match every spelling of a reference.
@@ -49,12 +47,7 @@ pub fn register(ctx: &SessionContext) {
 }
 
 pub fn scalar_functions() -> Vec<ScalarUDF> {
-    vec![
-        bloom_contains(),
-        id_class(),
-        canonical_id(),
-        crate::sweep::sweep_batches(),
-    ]
+    vec![bloom_contains(), id_class(), canonical_id()]
 }
 
 pub fn aggregate_functions() -> Vec<AggregateUDF> {
@@ -263,7 +256,7 @@ impl ScalarUDFImpl for BloomContains {
             &scalar_arg(&args.args[2], "filter checksum")?,
             "filter checksum",
         )?;
-        let s3 = crate::cluster::job_s3(&args.config_options);
+        let s3 = crate::registry::job_s3(&args.config_options);
         let bloom =
             load_cached(&location, &checksum, &s3).map_err(|e| exec_datafusion_err!("{e}"))?;
         let ids = args.args[0].to_array(args.number_rows)?;

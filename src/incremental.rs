@@ -15,24 +15,24 @@
 
 use crate::error::{Error, Result};
 use crate::filter::{Bloom, FilterParams, fully_canonical};
+use crate::frame;
 use crate::functions;
+use crate::guards;
 use crate::listing::{BLOB_ID, path_of};
-use crate::plan::{PlanCounts, PlanSummary, SourceSummary};
-use crate::plan_dir::{BatchWriter, PlanDir};
+use crate::plan_dir::PlanDir;
+use crate::progress::Progress;
 use crate::references::{self, SourceSpec};
 use crate::report::Status;
 use crate::store::Location;
-use crate::sweep::{SweepOptions, sweep};
-use arrow::array::Array;
-use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
-use arrow::compute::cast;
+use crate::summary::{PlanCounts, SourceSummary};
+use crate::sweep::SweepOptions;
+use crate::table_plan::{self, TablePlan};
+use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::DataType;
 use datafusion::datasource::MemTable;
-use datafusion::functions_aggregate::expr_fn::sum;
-use datafusion::logical_expr::{JoinType, col, lit, when};
+use datafusion::logical_expr::{JoinType, col, lit};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
-use indicatif::ProgressBar;
 use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
 use serde::Serialize;
@@ -101,17 +101,12 @@ pub struct IncrementalReport {
 pub async fn run(
     job: &IncrementalJob,
     dir: &PlanDir,
-    progress: &ProgressBar,
+    progress: &Progress,
 ) -> Result<IncrementalReport> {
     let started = Instant::now();
-    let store = Location::parse(&job.store, "--store")?;
-    if store.contains(&dir.location) {
-        return Err(Error::usage(format!(
-            "the plan directory {} lies inside the store {store}: its files would be listed as blobs",
-            dir.location
-        )));
-    }
-    let ctx = crate::plan::session(job.partitions);
+    let store = Location::parse(&job.store, "--store", &job.sweep.s3)?;
+    guards::outside_store(&store, &dir.location, "the plan directory")?;
+    let ctx = crate::session::local(job.partitions, &job.sweep.s3)?;
     // The remaining Deletions table keeps the input's string types.
     ctx.state_ref()
         .write()
@@ -148,9 +143,14 @@ pub async fn run(
         undecidable_rows,
         pending_rows,
         processed_rows,
-    ] = counts(
+    ] = frame::one_row(
         deletions.clone(),
-        [lit(true), undecidable, due, processed.clone()],
+        [
+            frame::count_where(lit(true))?,
+            frame::count_where(undecidable)?,
+            frame::count_where(due)?,
+            frame::count_where(processed.clone())?,
+        ],
         &what,
     )
     .await?;
@@ -160,7 +160,7 @@ pub async fn run(
              their deletion cannot be decided"
         )));
     }
-    let (young, concerned): (Vec<String>, Vec<String>) = strings(
+    let (young, concerned): (Vec<String>, Vec<String>) = frame::strings(
         deletions
             .clone()
             .filter(processed)?
@@ -175,7 +175,7 @@ pub async fn run(
         tracing::warn!(count = young.len(), examples = ?&young[..young.len().min(5)],
             "Deletions rows older than their blob id's own generation: kept");
     }
-    progress.set_message(format!("checking {} concerned blobs", concerned.len()));
+    progress.step(&format!("checking {} concerned blobs", concerned.len()));
 
     let params = FilterParams::for_items(
         concerned.len() as u64,
@@ -189,11 +189,12 @@ pub async fn run(
         .await?;
     drop(bloom);
     let maybe = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
-    let found: HashSet<String> = strings(refs.ids.clone().filter(maybe)?, "reading References")
-        .await?
-        .into_iter()
-        .map(|id| fully_canonical(&id).into_owned())
-        .collect();
+    let found: HashSet<String> =
+        frame::strings(refs.ids.clone().filter(maybe)?, "reading References")
+            .await?
+            .into_iter()
+            .map(|id| fully_canonical(&id).into_owned())
+            .collect();
     let candidates: Vec<String> = concerned
         .iter()
         // Spellings compare by the one they all end at (`1_0557_x` is `1_557_x`).
@@ -202,37 +203,26 @@ pub async fn run(
         .collect();
     let referenced_blob_count = (concerned.len() - candidates.len()) as u64;
 
-    let mut writer = BatchWriter::new(dir.clone(), format!("{}-i", job.run_id), job.batch_size);
     let sized = sizes(&store, &candidates).await?;
-    let candidate_bytes = sized.iter().map(|(_, s)| *s as u64).sum();
-    for chunk in sized.chunks(job.batch_size.max(1)) {
-        let ids = StringArray::from_iter_values(chunk.iter().map(|(id, _)| id.as_str()));
-        let sizes = Int64Array::from_iter_values(chunk.iter().map(|(_, s)| *s));
-        writer
-            .push(RecordBatch::try_new(
-                crate::listing::schema(),
-                vec![Arc::new(ids), Arc::new(sizes)],
-            )?)
-            .await?;
-    }
-    writer.flush(true).await?;
-    let summary = PlanSummary::from_table(
-        &job.run_id,
-        &store,
-        vec![SourceSummary {
-            spec,
-            rows: refs.rows,
-        }],
-        PlanCounts {
-            reference_count: refs.rows,
-            candidate_count: candidates.len() as u64,
-            candidate_bytes,
-            ..PlanCounts::default()
+    let candidates: Vec<(&str, i64)> = sized.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    table_plan::write(
+        dir,
+        TablePlan {
+            run_id: &job.run_id,
+            store: &store,
+            sources: vec![SourceSummary {
+                spec,
+                rows: refs.rows,
+            }],
+            counts: PlanCounts {
+                reference_count: refs.rows,
+                ..PlanCounts::default()
+            },
+            batch_size: job.batch_size,
+            candidates: &candidates,
         },
-        job.batch_size,
-        writer.written,
-    );
-    dir.write_summary(&summary).await?;
+    )
+    .await?;
 
     let mut report = IncrementalReport {
         status: Status::Completed,
@@ -259,17 +249,13 @@ pub async fn run(
         total_seconds: 0.0,
     };
     if !job.dry_run {
-        let (_, metrics) = sweep(dir, &job.sweep, progress).await?;
+        // Only blobs of completed batches leave the Deletions table: a failed one is retried
+        // by the next iteration.
+        let (metrics, deleted) = table_plan::sweep(dir, &job.sweep, progress).await?;
         report.gced_blob_count = metrics.gced_blob_count;
         report.gced_bytes = metrics.gced_bytes;
         report.error_count = metrics.error_count;
         report.status = Status::from_errors(metrics.error_count);
-        // Only blobs of completed batches leave the Deletions table: a failed one is retried
-        // by the next iteration.
-        let mut deleted = Vec::new();
-        for name in dir.done().await? {
-            deleted.extend(dir.read_batch(&name).await?.into_iter().map(|(id, _)| id));
-        }
         report.remaining_deletion_rows =
             write_remaining(&ctx, deletions, deleted, &job.deletions_out).await?;
         report.deletions_out = Some(job.deletions_out.clone());
@@ -284,57 +270,6 @@ pub async fn run(
 fn younger_than_its_row(id: &str, threshold: i64) -> bool {
     crate::blob_id::BlobId::parse(id)
         .is_ok_and(|b| b.family != 0 && i64::try_from(b.generation).map_or(true, |g| g > threshold))
-}
-
-/// How many rows of `df` each of `conditions` holds, in one pass.
-async fn counts<const N: usize>(
-    df: DataFrame,
-    conditions: [datafusion::logical_expr::Expr; N],
-    what: &str,
-) -> Result<[u64; N]> {
-    let sums = conditions
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| Ok(sum(when(c, lit(1i64)).otherwise(lit(0i64))?).alias(format!("c{i}"))))
-        .collect::<Result<Vec<_>>>()?;
-    let batches = df
-        .aggregate(vec![], sums)?
-        .collect()
-        .await
-        .map_err(|e| Error::runtime(format!("{what}: {e}")))?;
-    let mut out = [0u64; N];
-    if let Some(row) = batches.iter().find(|b| b.num_rows() > 0) {
-        for (i, slot) in out.iter_mut().enumerate() {
-            let column = cast(row.column(i), &DataType::Int64)?;
-            let column = column.as_primitive::<arrow::datatypes::Int64Type>();
-            *slot = if column.is_null(0) {
-                0
-            } else {
-                column.value(0).max(0) as u64
-            };
-        }
-    }
-    Ok(out)
-}
-
-/// The first column of `df`, as strings.
-async fn strings(df: DataFrame, what: &str) -> Result<Vec<String>> {
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| Error::runtime(format!("{what}: {e}")))?;
-    let mut out = Vec::new();
-    for batch in &batches {
-        let column = cast(batch.column(0), &DataType::Utf8)?;
-        out.extend(
-            column
-                .as_string::<i32>()
-                .iter()
-                .flatten()
-                .map(str::to_string),
-        );
-    }
-    Ok(out)
 }
 
 /// Each candidate with its size; a blob already gone has size 0 (its deletion still clears
@@ -398,7 +333,7 @@ async fn write_remaining(
         )?)?;
     }
     writer.close()?;
-    let loc = Location::parse(out, "--deletions-out")?;
+    let loc = Location::parse(out, "--deletions-out", &crate::registry::session_s3(ctx))?;
     loc.write(&loc.path, buf).await?;
     Ok(rows)
 }
@@ -475,7 +410,7 @@ impl IncrementalArgs {
             v.ok_or_else(|| Error::usage(format!("{flag} is required (or in the job file)")))
         };
         let job = IncrementalJob {
-            run_id: crate::plan::new_run_id(),
+            run_id: crate::summary::new_run_id(),
             store: need(self.store.or(file.store), "--store")?,
             deletions: need(self.deletions.or(file.deletions), "--deletions")?,
             references: need(self.references.or(file.references), "--references")?,
@@ -504,6 +439,7 @@ impl IncrementalArgs {
                 self.delete_concurrency.or(file.delete_concurrency),
                 self.max_deletes_per_second.or(file.max_deletes_per_second),
                 None,
+                self.s3.or(file.s3),
             )?,
         };
         if !(job.fpp > 0.0 && job.fpp < 1.0) {
@@ -515,7 +451,6 @@ impl IncrementalArgs {
         if job.batch_size == 0 || job.partitions == 0 {
             return Err(Error::usage("--batch-size and --partitions must be >= 1"));
         }
-        crate::store::configure_s3(self.s3.or(file.s3));
         Ok((
             job,
             self.plan_dir.or(file.plan_dir),

@@ -85,10 +85,10 @@ pub struct Job {
 }
 
 impl Job {
-    /// A job with the defaults of CONTRACT.md, at `now`, with a fresh random salt.
+    /// A job with the documented defaults (README, "Command line"), at `now`, with a fresh random salt.
     pub fn new(store: impl Into<String>, references: Vec<SourceSpec>, now: DateTime<Utc>) -> Self {
         Job {
-            run_id: crate::plan::new_run_id(),
+            run_id: crate::summary::new_run_id(),
             store: store.into(),
             references,
             inventory: None,

@@ -9,7 +9,7 @@
 
 use crate::error::{Error, Result};
 use crate::filter::hex;
-use crate::plan_root::PlanRoot;
+use crate::plan_root::{LEASES, PlanRoot};
 use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -17,8 +17,6 @@ use object_store::{PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The directory of the leases under a plan root.
-pub const LEASES: &str = "leases";
 /// Attempts at taking a lease that keeps changing hands.
 const ATTEMPTS: usize = 3;
 

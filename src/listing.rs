@@ -281,7 +281,7 @@ fn range_keys(
 /// A Parquet inventory with `blob_id` (string) and `size` (integer) columns.
 pub async fn inventory(ctx: &SessionContext, url: &str) -> Result<DataFrame> {
     let what = format!("inventory {url}");
-    let loc = Location::parse(url, "--inventory")?;
+    let loc = Location::parse(url, "--inventory", &crate::registry::session_s3(ctx))?;
     loc.register(ctx);
     let table_url = if url.ends_with(".parquet") {
         loc.url()
@@ -416,7 +416,12 @@ mod tests {
 
     #[tokio::test]
     async fn key_ranges_tile_the_key_space() {
-        let store = Location::parse("memory://listing-ranges/blobs", "store").unwrap();
+        let store = Location::parse(
+            "memory://listing-ranges/blobs",
+            "store",
+            &Default::default(),
+        )
+        .unwrap();
         let hash = |i: usize| {
             use sha2::Digest;
             base64::Engine::encode(

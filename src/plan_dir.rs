@@ -14,8 +14,8 @@
 
 use crate::error::{Error, Result};
 use crate::listing::{BLOB_ID, SIZE};
-use crate::plan::PlanSummary;
 use crate::store::Location;
+use crate::summary::PlanSummary;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};

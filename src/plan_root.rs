@@ -5,9 +5,12 @@
 //! the same store. Run ids start with their UTC time, so names sort in run order.
 
 use crate::error::{Error, Result};
-use crate::plan::{PlanStatus, PlanSummary};
 use crate::plan_dir::PlanDir;
-use crate::store::Location;
+use crate::store::{Location, S3Options};
+use crate::summary::{PlanStatus, PlanSummary};
+
+/// The folder of the plan root that holds the stores' leases ([`crate::lease`]).
+pub const LEASES: &str = "leases";
 
 #[derive(Debug, Clone)]
 pub struct PlanRoot {
@@ -15,18 +18,15 @@ pub struct PlanRoot {
 }
 
 impl PlanRoot {
-    pub fn parse(text: &str) -> Result<Self> {
+    pub fn parse(text: &str, s3: &S3Options) -> Result<Self> {
         Ok(PlanRoot {
-            location: Location::parse(text, "--plan-root")?,
+            location: Location::parse(text, "--plan-root", s3)?,
         })
     }
 
     /// The plan directory of run `run_id`.
     pub fn plan_dir(&self, run_id: &str) -> Result<PlanDir> {
-        Ok(PlanDir::new(Location::parse(
-            &self.location.child_url(run_id),
-            "--plan-root",
-        )?))
+        Ok(PlanDir::new(self.location.join(run_id)?))
     }
 
     /// The newest planned run against `store` other than `run_id`, if any.
@@ -41,7 +41,7 @@ impl PlanRoot {
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
-            .filter(|name| name != run_id && name != crate::lease::LEASES)
+            .filter(|name| name != run_id && name != LEASES)
             .collect();
         runs.sort_unstable_by(|a, b| b.cmp(a));
         for run in runs {

@@ -31,13 +31,9 @@ pub struct Quarantine {
 }
 
 impl Quarantine {
-    pub fn parse(text: &str) -> Result<Self> {
-        Self::parse_with(text, &crate::store::configured_s3())
-    }
-
-    pub fn parse_with(text: &str, s3: &crate::store::S3Options) -> Result<Self> {
+    pub fn parse(text: &str, s3: &crate::store::S3Options) -> Result<Self> {
         Ok(Quarantine {
-            location: Location::parse_with(text, "--quarantine", s3)?,
+            location: Location::parse(text, "--quarantine", s3)?,
         })
     }
 

@@ -95,7 +95,8 @@ impl OpenedSource {
 /// A Parquet table at `url`: one file, or every `.parquet` file below a directory. `what`
 /// names it in errors: missing (exit 2), unreadable (exit 1).
 pub async fn read_table(ctx: &SessionContext, url: &str, what: &str) -> Result<DataFrame> {
-    let loc = Location::parse(url, "table url").map_err(|e| e.context(what))?;
+    let s3 = crate::registry::session_s3(ctx);
+    let loc = Location::parse(url, "table url", &s3).map_err(|e| e.context(what))?;
     loc.register(ctx);
     let (table_url, extension) = if loc.store.head(&loc.path).await.is_ok() {
         (loc.url(), "")

@@ -1,6 +1,6 @@
-//! The run report of CONTRACT.md: JSON for orchestrators, a few lines for people.
+//! The run report (README, "Report and exit codes"): JSON for orchestrators, a few lines for people.
 
-use crate::plan::{PlanCounts, PlanStatus, PlanSummary};
+use crate::summary::{PlanCounts, PlanStatus, PlanSummary, Selection};
 use crate::sweep::{FailedBatch, SweepMetrics};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
@@ -23,7 +23,7 @@ impl Status {
         }
     }
 
-    /// The exit code of CONTRACT.md.
+    /// The exit code (README, "Report and exit codes").
     pub fn exit_code(self) -> i32 {
         match self {
             Status::Completed => 0,
@@ -89,6 +89,15 @@ impl Report {
             (PlanStatus::Planned, _) => Status::Partial,
         };
         let filter = plan.filter.as_ref();
+        // A plan a table selected has no generations to report.
+        let generations = match plan.selection {
+            Selection::Generations {
+                family,
+                generation_duration_seconds,
+                current_generation,
+            } => (family, generation_duration_seconds, current_generation),
+            Selection::Table => (0, 0, 0),
+        };
         Report {
             status,
             abort_reason: plan.abort_reason.clone(),
@@ -113,9 +122,9 @@ impl Report {
             bloom_filter_hashes: filter.map_or(0, |f| f.params.num_hashes),
             salt: plan.salt.clone(),
             now: rfc3339(plan.now),
-            current_generation: plan.current_generation,
-            family: plan.family,
-            generation_duration_seconds: plan.generation_duration_seconds,
+            current_generation: generations.2,
+            family: generations.0,
+            generation_duration_seconds: generations.1,
             references_seconds: plan.references_seconds,
             filter_seconds: plan.filter_seconds,
             listing_seconds: plan.listing_seconds,

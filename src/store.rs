@@ -12,7 +12,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use url::Url;
 
@@ -105,21 +105,6 @@ impl S3Options {
     }
 }
 
-static S3_OPTIONS: LazyLock<RwLock<S3Options>> =
-    LazyLock::new(|| RwLock::new(S3Options::default()));
-
-/// Sets the options S3 stores are made with by [`Location::parse`] in this process.
-pub fn configure_s3(options: S3Options) {
-    if let Ok(mut o) = S3_OPTIONS.write() {
-        *o = options;
-    }
-}
-
-/// The options [`configure_s3`] set.
-pub fn configured_s3() -> S3Options {
-    S3_OPTIONS.read().map(|o| o.clone()).unwrap_or_default()
-}
-
 /// A place in an object store: the URL a user wrote, the store and the path below its root.
 #[derive(Clone)]
 pub struct Location {
@@ -141,13 +126,9 @@ impl fmt::Display for Location {
 }
 
 impl Location {
-    /// Parses a URL or a local path. `what` names the option, for the error message.
-    pub fn parse(text: &str, what: &str) -> Result<Self> {
-        Self::parse_with(text, what, &configured_s3())
-    }
-
-    /// Parses with explicit S3 options: an executor serves jobs that bring their own.
-    pub fn parse_with(text: &str, what: &str, s3: &S3Options) -> Result<Self> {
+    /// Parses a URL or a local path; an S3 store is made with the job's options `s3`. `what`
+    /// names the option, for the error message.
+    pub fn parse(text: &str, what: &str, s3: &S3Options) -> Result<Self> {
         let url = parse_url(text, what)?;
         let store = store_for(&url, s3).map_err(|e| e.context(format!("{what} {text:?}")))?;
         let path = Path::from_url_path(url.path())
@@ -171,6 +152,17 @@ impl Location {
 
     pub fn child_url(&self, name: &str) -> String {
         format!("{self}/{name}")
+    }
+
+    /// The location `name` below this one, in the same store.
+    pub fn join(&self, name: &str) -> Result<Location> {
+        let url = Url::parse(&self.child_url(name))
+            .map_err(|e| Error::usage(format!("{self} / {name:?}: {e}")))?;
+        Ok(Location {
+            url,
+            store: Arc::clone(&self.store),
+            path: self.child(name),
+        })
     }
 
     /// Whether `other` is this location or lies below it.
@@ -281,7 +273,7 @@ pub fn read_blocking(location: &str, s3: &S3Options) -> Result<Bytes> {
             .map(Bytes::from)
             .map_err(|e| Error::runtime(format!("reading {location}: {e}")));
     }
-    let loc = Location::parse_with(location, "location", s3)?;
+    let loc = Location::parse(location, "location", s3)?;
     block_on(&format!("reading {location}"), loc.read(&loc.path))?
 }
 

@@ -19,10 +19,11 @@ use crate::error::{Error, Result};
 use crate::functions::{scalar_arg, scalar_str, scalar_u64};
 use crate::generation::{GenerationRule, IdClass};
 use crate::listing::path_of;
-use crate::plan::{PlanStatus, PlanSummary};
 use crate::plan_dir::{BatchOutcome, PlanDir};
+use crate::progress::Progress;
 use crate::quarantine::Quarantine;
 use crate::store::{Location, S3Options};
+use crate::summary::{PlanStatus, PlanSummary};
 use arrow::array::{AsArray, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::DataType;
@@ -33,7 +34,6 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
-use indicatif::ProgressBar;
 use object_store::path::Path;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -53,6 +53,8 @@ pub struct SweepOptions {
     pub store: Option<String>,
     /// Keys deleted per second at most, over all concurrent batches.
     pub max_deletes_per_second: Option<u32>,
+    /// The options S3 stores are made with (the plan directory's is made already).
+    pub s3: S3Options,
 }
 
 impl Default for SweepOptions {
@@ -61,6 +63,7 @@ impl Default for SweepOptions {
             concurrency: 4,
             store: None,
             max_deletes_per_second: None,
+            s3: S3Options::default(),
         }
     }
 }
@@ -72,6 +75,7 @@ impl SweepOptions {
         concurrency: Option<usize>,
         max_deletes_per_second: Option<u32>,
         store: Option<String>,
+        s3: S3Options,
     ) -> Result<Self> {
         if concurrency == Some(0) || max_deletes_per_second == Some(0) {
             return Err(Error::usage(
@@ -82,6 +86,7 @@ impl SweepOptions {
             concurrency: concurrency.unwrap_or(SweepOptions::default().concurrency),
             store,
             max_deletes_per_second,
+            s3,
         })
     }
 }
@@ -139,15 +144,15 @@ pub struct FailedBatch {
 pub async fn sweep(
     dir: &PlanDir,
     options: &SweepOptions,
-    progress: &ProgressBar,
+    progress: &Progress,
 ) -> Result<(PlanSummary, SweepMetrics)> {
-    let mut p = prepare(dir, options, &crate::store::configured_s3()).await?;
+    let mut p = prepare(dir, options).await?;
     let limit = options.max_deletes_per_second.map(RateLimit::new);
     let quarantine = p
         .summary
         .quarantine
         .as_deref()
-        .map(|q| Quarantine::parse_with(q, &crate::store::configured_s3()))
+        .map(|q| Quarantine::parse(q, &options.s3))
         .transpose()?;
     {
         let batch = BatchSweep::new(
@@ -157,7 +162,7 @@ pub async fn sweep(
             limit.as_ref(),
             quarantine.as_ref(),
         );
-        progress.set_length(p.pending.len() as u64);
+        progress.total(p.pending.len() as u64);
         let mut results = futures::stream::iter(std::mem::take(&mut p.pending))
             .map(|name| {
                 let batch = &batch;
@@ -168,7 +173,7 @@ pub async fn sweep(
             })
             .buffer_unordered(options.concurrency.max(1));
         while let Some((name, result)) = results.next().await {
-            progress.inc(1);
+            progress.advance(1);
             p.metrics.add(name, result)?;
         }
     }
@@ -182,12 +187,11 @@ pub async fn sweep_on_cluster(
     ctx: &SessionContext,
     dir: &PlanDir,
     options: &SweepOptions,
-    s3: &S3Options,
-    progress: &ProgressBar,
+    progress: &Progress,
 ) -> Result<(PlanSummary, SweepMetrics)> {
-    let mut p = prepare(dir, options, s3).await?;
+    let mut p = prepare(dir, options).await?;
     let pending = std::mem::take(&mut p.pending);
-    progress.set_length(pending.len() as u64);
+    progress.total(pending.len() as u64);
     if !pending.is_empty() {
         let partitions = ctx
             .copied_config()
@@ -221,7 +225,7 @@ pub async fn sweep_on_cluster(
             let results = cast(batch.column(1), &DataType::Utf8)?;
             let (names, results) = (names.as_string::<i32>(), results.as_string::<i32>());
             for i in 0..batch.num_rows() {
-                progress.inc(1);
+                progress.advance(1);
                 let outcome: RemoteOutcome = serde_json::from_str(results.value(i))
                     .map_err(|e| Error::runtime(format!("sweep outcome of a batch: {e}")))?;
                 p.metrics.add(names.value(i).to_string(), outcome.into())?;
@@ -251,7 +255,7 @@ impl Prepared {
     }
 }
 
-async fn prepare(dir: &PlanDir, options: &SweepOptions, s3: &S3Options) -> Result<Prepared> {
+async fn prepare(dir: &PlanDir, options: &SweepOptions) -> Result<Prepared> {
     let started = Instant::now();
     let summary = dir.read_summary().await?;
     if summary.status != PlanStatus::Planned {
@@ -264,10 +268,10 @@ async fn prepare(dir: &PlanDir, options: &SweepOptions, s3: &S3Options) -> Resul
                 .unwrap_or("no reason recorded")
         )));
     }
-    let store = Location::parse_with(
+    let store = Location::parse(
         options.store.as_deref().unwrap_or(&summary.store),
         "--store",
-        s3,
+        &options.s3,
     )?;
     let done = dir.done().await?;
     let (finished, pending): (Vec<String>, Vec<String>) = summary
@@ -390,15 +394,15 @@ impl ScalarUDFImpl for SweepBatches {
             .flatten()
             .map(String::from)
             .collect();
-        let s3 = crate::cluster::job_s3(&args.config_options);
+        let s3 = crate::registry::job_s3(&args.config_options);
         let outcomes = crate::store::block_on("sweeping deletion batches", async move {
-            let dir = PlanDir::new(Location::parse_with(&dir, "plan_dir", &s3)?);
+            let dir = PlanDir::new(Location::parse(&dir, "plan_dir", &s3)?);
             let summary = dir.read_summary().await?;
-            let store = Location::parse_with(&store, "--store", &s3)?;
+            let store = Location::parse(&store, "--store", &s3)?;
             let quarantine = summary
                 .quarantine
                 .as_deref()
-                .map(|q| Quarantine::parse_with(q, &s3))
+                .map(|q| Quarantine::parse(q, &s3))
                 .transpose()?;
             let limit = u32::try_from(rate)
                 .ok()
@@ -445,10 +449,7 @@ impl<'a> BatchSweep<'a> {
         BatchSweep {
             dir,
             store,
-            rule: (!summary.ids_from_table).then_some(GenerationRule {
-                family: summary.family,
-                current_generation: summary.current_generation,
-            }),
+            rule: summary.selection.rule(),
             limit,
             quarantine: quarantine.map(|q| (q, summary.run_id.as_str())),
         }

@@ -14,19 +14,21 @@
 //! shared by a kept upload is kept; a row without time, blob id or size stops the run.
 
 use crate::error::{Error, Result};
+use crate::guards;
 use crate::listing::{BLOB_ID, SIZE};
-use crate::plan::{PlanCounts, PlanSummary, SourceSummary};
-use crate::plan_dir::{BatchWriter, PlanDir};
+use crate::plan_dir::PlanDir;
+use crate::progress::Progress;
 use crate::references::{self, SourceSpec};
 use crate::report::Status;
-use crate::store::Location;
-use crate::sweep::{SweepOptions, sweep};
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, StringArray};
+use crate::store::{Location, S3Options};
+use crate::summary::{PlanCounts, SourceSummary};
+use crate::sweep::SweepOptions;
+use crate::table_plan::{self, TablePlan};
+use arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, TimeUnit};
 use chrono::{DateTime, Utc};
 use datafusion::logical_expr::{cast as cast_expr, col};
-use indicatif::ProgressBar;
 use parquet::arrow::ArrowWriter;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -121,16 +123,11 @@ impl Why {
 }
 
 /// Runs the expiry: plan into `dir`, sweep unless dry, then write the expired upload ids.
-pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &ProgressBar) -> Result<UploadsReport> {
+pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &Progress) -> Result<UploadsReport> {
     job.validate()?;
-    let store = Location::parse(&job.store, "--store")?;
-    if store.contains(&dir.location) {
-        return Err(Error::usage(format!(
-            "the plan directory {} lies inside the uploads store {store}",
-            dir.location
-        )));
-    }
-    let uploads = read_uploads(&job.uploads).await?;
+    let store = Location::parse(&job.store, "--store", &job.sweep.s3)?;
+    guards::outside_store(&store, &dir.location, "the plan directory")?;
+    let uploads = read_uploads(&job.uploads, &job.sweep.s3).await?;
     let micros = |seconds: u64| seconds.min(i64::MAX as u64 / 1_000_000) as i64 * 1_000_000;
     let now = job.now.timestamp_micros();
     let expiry = now - micros(job.ttl_seconds);
@@ -182,18 +179,6 @@ pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &ProgressBar) -> Res
         }
     }
 
-    let mut writer = BatchWriter::new(dir.clone(), format!("{}-u", job.run_id), job.batch_size);
-    for chunk in candidates.chunks(job.batch_size) {
-        let ids = StringArray::from_iter_values(chunk.iter().map(|(b, _)| *b));
-        let sizes = Int64Array::from_iter_values(chunk.iter().map(|(_, s)| *s));
-        writer
-            .push(RecordBatch::try_new(
-                crate::listing::schema(),
-                vec![Arc::new(ids), Arc::new(sizes)],
-            )?)
-            .await?;
-    }
-    writer.flush(true).await?;
     let source = SourceSummary {
         spec: SourceSpec {
             name: "uploads".into(),
@@ -203,20 +188,18 @@ pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &ProgressBar) -> Res
         },
         rows: uploads.len() as u64,
     };
-    let counts = PlanCounts {
-        candidate_count: candidates.len() as u64,
-        candidate_bytes: candidates.iter().map(|(_, s)| (*s).max(0) as u64).sum(),
-        ..PlanCounts::default()
-    };
-    let summary = PlanSummary::from_table(
-        &job.run_id,
-        &store,
-        vec![source],
-        counts,
-        job.batch_size,
-        writer.written,
-    );
-    dir.write_summary(&summary).await?;
+    table_plan::write(
+        dir,
+        TablePlan {
+            run_id: &job.run_id,
+            store: &store,
+            sources: vec![source],
+            counts: PlanCounts::default(),
+            batch_size: job.batch_size,
+            candidates: &candidates,
+        },
+    )
+    .await?;
 
     let count = |why: Why| selected.iter().filter(|s| **s == Some(why)).count() as u64;
     let mut report = UploadsReport {
@@ -241,31 +224,29 @@ pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &ProgressBar) -> Res
     if job.dry_run {
         return Ok(report);
     }
-    let (_, metrics) = sweep(dir, &job.sweep, progress).await?;
+    let (metrics, deleted) = table_plan::sweep(dir, &job.sweep, progress).await?;
     report.gced_blob_count = metrics.gced_blob_count;
     report.gced_bytes = metrics.gced_bytes;
     report.error_count = metrics.error_count;
     report.status = Status::from_errors(metrics.error_count);
     // An upload is expired for the application once its blob is gone, or kept for another.
     let mut gone: HashSet<String> = shared.iter().map(|b| b.to_string()).collect();
-    for name in dir.done().await? {
-        gone.extend(dir.read_batch(&name).await?.into_iter().map(|(id, _)| id));
-    }
+    gone.extend(deleted);
     let expired: Vec<(&Upload, Why)> = uploads
         .iter()
         .zip(&selected)
         .filter_map(|(u, s)| s.map(|why| (u, why)))
         .filter(|(u, _)| gone.contains(&u.blob))
         .collect();
-    write_expired(&expired, &job.expired_out).await?;
+    write_expired(&expired, &job.expired_out, &job.sweep.s3).await?;
     report.expired_upload_ids_written = expired.len() as u64;
     report.expired_out = Some(job.expired_out.clone());
     Ok(report)
 }
 
 /// Every row of the uploads table; a row the expiry cannot judge stops the run.
-async fn read_uploads(url: &str) -> Result<Vec<Upload>> {
-    let ctx = crate::plan::session(1);
+async fn read_uploads(url: &str, s3: &S3Options) -> Result<Vec<Upload>> {
+    let ctx = crate::session::local(1, s3)?;
     let what = format!("uploads table ({url})");
     let df = references::read_table(&ctx, url, &what).await?;
     for column in [UPLOAD_ID, USER, BLOB_ID, SIZE, UPLOADED_AT] {
@@ -328,7 +309,7 @@ async fn read_uploads(url: &str) -> Result<Vec<Upload>> {
 }
 
 /// The expired uploads, for the application: `upload_id`, `user`, `blob_id`, `reason`.
-async fn write_expired(expired: &[(&Upload, Why)], out: &str) -> Result<()> {
+async fn write_expired(expired: &[(&Upload, Why)], out: &str, s3: &S3Options) -> Result<()> {
     let schema = Arc::new(Schema::new(vec![
         Field::new(UPLOAD_ID, DataType::Utf8, false),
         Field::new(USER, DataType::Utf8, false),
@@ -349,7 +330,7 @@ async fn write_expired(expired: &[(&Upload, Why)], out: &str) -> Result<()> {
     let mut writer = ArrowWriter::try_new(&mut buf, schema, None)?;
     writer.write(&batch)?;
     writer.close()?;
-    let loc = Location::parse(out, "--expired-out")?;
+    let loc = Location::parse(out, "--expired-out", s3)?;
     loc.write(&loc.path, buf).await
 }
 
@@ -415,7 +396,7 @@ impl UploadsArgs {
             None => DEFAULT_TTL_SECONDS,
         };
         let job = UploadsJob {
-            run_id: crate::plan::new_run_id(),
+            run_id: crate::summary::new_run_id(),
             uploads: need(self.uploads.or(file.uploads), "--uploads")?,
             store: need(self.store.or(file.store), "--store")?,
             now: match self.now.or(file.now) {
@@ -431,10 +412,10 @@ impl UploadsArgs {
                 self.delete_concurrency.or(file.delete_concurrency),
                 self.max_deletes_per_second.or(file.max_deletes_per_second),
                 None,
+                self.s3.or(file.s3),
             )?,
         };
         job.validate()?;
-        crate::store::configure_s3(self.s3.or(file.s3));
         Ok((
             job,
             self.plan_dir.or(file.plan_dir),

@@ -12,9 +12,9 @@
 //! **Executors must reach what the client names:** the store, the tables and the plan
 //! directory. A plan in the client's temporary directory is out of their reach, so a cluster
 //! run needs `--plan-dir` or `--plan-root` on shared storage (or, on one machine, any local
-//! path). The job's S3 options travel with every task ([`session::JobOptions`]).
+//! path). The job's S3 options travel with every task ([`crate::registry::JobOptions`]).
 
 pub mod process;
 pub mod session;
 
-pub use session::{job_s3, remote};
+pub use session::remote;

@@ -115,7 +115,7 @@ pub async fn executor(args: ExecutorArgs) -> Result<()> {
         executor_heartbeat_interval_seconds: args.heartbeat_interval_seconds,
         override_function_registry: Some(Arc::new(session::function_registry())),
         override_config_producer: Some(Arc::new(session::session_config)),
-        override_runtime_producer: Some(Arc::new(session::runtime_env)),
+        override_runtime_producer: Some(Arc::new(crate::registry::runtime_env)),
         ..ExecutorProcessConfig::default()
     };
     if let Some(n) = args.concurrent_tasks {

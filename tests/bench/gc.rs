@@ -27,11 +27,12 @@ use base64::Engine;
 use blobgc::job::{Job, Strategy, Verify};
 use blobgc::plan::plan;
 use blobgc::plan_dir::PlanDir;
+use blobgc::progress::Progress;
 use blobgc::references::SourceSpec;
 use blobgc::store::Location;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
-use indicatif::ProgressBar;
+
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -502,7 +503,7 @@ impl Drop for LocalCluster {
 
 /// Reads every id column once, fingerprinting each id if asked; returns the ids read.
 async fn floor(dir: &Path, fingerprint: bool) -> u64 {
-    let ctx = blobgc::plan::session(2);
+    let ctx = blobgc::session::local(2, &Default::default()).expect("session");
     let mut rows = 0;
     for table in ["inventory", "refs"] {
         let df = ctx
@@ -589,8 +590,9 @@ async fn bench_plan(
         "file://{}",
         std::fs::canonicalize(&plan_path).expect("abs").display()
     );
-    let plan_dir = PlanDir::new(Location::parse(&url, "plan").expect("plan location"));
-    let summary = plan(&job, &plan_dir, &ProgressBar::hidden())
+    let plan_dir =
+        PlanDir::new(Location::parse(&url, "plan", &Default::default()).expect("plan location"));
+    let summary = plan(&job, &plan_dir, &Progress::silent())
         .await
         .expect("plan");
     assert!(

@@ -23,11 +23,12 @@ mod support;
 use blobgc::job::Job;
 use blobgc::plan::plan;
 use blobgc::plan_dir::PlanDir;
+use blobgc::progress::Progress;
 use blobgc::references::SourceSpec;
-use blobgc::store::{Location, S3Options, configure_s3};
+use blobgc::store::{Location, S3Options};
 use blobgc::sweep::{SweepOptions, sweep};
 use futures::{StreamExt, TryStreamExt};
-use indicatif::ProgressBar;
+
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -117,7 +118,6 @@ fn main() {
         secret_access_key: Some("testsecret".into()),
         ..S3Options::default()
     };
-    configure_s3(options.clone());
     let s3 = s3_server::client(&server.endpoint);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,9 +159,10 @@ fn main() {
                 s3_server::BUCKET,
                 s3_server::prefix("bench-sweep")
             );
-            let store = Location::parse(&format!("{root}/store"), "store").unwrap();
+            let store = Location::parse(&format!("{root}/store"), "store", &options).unwrap();
             put_all(&s3, store.path.as_ref(), &ids(n, &format!("gc{round}-"))).await;
-            let refs = Location::parse(&format!("{root}/refs/part-0.parquet"), "refs").unwrap();
+            let refs =
+                Location::parse(&format!("{root}/refs/part-0.parquet"), "refs", &options).unwrap();
             refs.write(&refs.path, support::parquet_bytes(&["1_1_unrelated"]))
                 .await
                 .unwrap();
@@ -177,15 +178,18 @@ fn main() {
             let mut job = Job::new(store.url(), vec![source], now);
             job.fpp = 0.0000001;
             job.max_fpp = 1.0;
-            let dir = PlanDir::new(Location::parse(&format!("{root}/plan"), "plan").unwrap());
-            let summary = plan(&job, &dir, &ProgressBar::hidden()).await.unwrap();
+            job.s3 = options.clone();
+            let dir =
+                PlanDir::new(Location::parse(&format!("{root}/plan"), "plan", &options).unwrap());
+            let summary = plan(&job, &dir, &Progress::silent()).await.unwrap();
             assert_eq!(summary.counts.candidate_count, n as u64);
             let start = Instant::now();
             let options = SweepOptions {
                 concurrency: CONCURRENCY,
+                s3: options.clone(),
                 ..SweepOptions::default()
             };
-            let (_, m) = sweep(&dir, &options, &ProgressBar::hidden()).await.unwrap();
+            let (_, m) = sweep(&dir, &options, &Progress::silent()).await.unwrap();
             assert_eq!(m.gced_blob_count, n as u64);
             gc.push(n as f64 / start.elapsed().as_secs_f64());
         }
@@ -194,7 +198,7 @@ fn main() {
         put_all(&s3, &list_prefix, &ids(listed, "list-")).await;
         let url = format!("s3://{}/{list_prefix}", s3_server::BUCKET);
         let direct = listing(
-            &Location::parse(&url, "store").unwrap(),
+            &Location::parse(&url, "store", &options).unwrap(),
             listed,
             rounds,
             &server,
@@ -202,12 +206,12 @@ fn main() {
         .await;
         // The same keys as over a network: 20 ms a request, as to a remote object store.
         let proxy = fault_proxy::FaultProxy::start(s3_server::PORT, fault_proxy::LATENCY);
-        configure_s3(S3Options {
+        let through_proxy = S3Options {
             endpoint: Some(proxy.endpoint.clone()),
             ..options.clone()
-        });
+        };
         let remote = listing(
-            &Location::parse(&url, "store").unwrap(),
+            &Location::parse(&url, "store", &through_proxy).unwrap(),
             listed,
             rounds,
             &server,
@@ -282,7 +286,7 @@ async fn listing(store: &Location, listed: usize, rounds: usize, server: &str) -
 
         let (c0, s0) = (cpu_seconds("self"), cpu_seconds(server));
         let start = Instant::now();
-        let ctx = blobgc::plan::session(8);
+        let ctx = blobgc::session::local(8, &Default::default()).unwrap();
         let df = blobgc::listing::live(&ctx, store, 8).await.unwrap();
         let count: usize = df
             .collect()

@@ -235,9 +235,16 @@ async fn exact_verification_finds_a_referenced_candidate() {
     let respelled = referenced.replacen("1_557_", "1_0557_", 1);
     let spec =
         blobgc::references::SourceSpec::parse_flag(&f.refs("messages", &[&respelled])).unwrap();
-    let ctx = blobgc::plan::session(2);
+    let ctx = blobgc::session::local(2, &Default::default()).unwrap();
     let source = blobgc::references::open(&ctx, &spec).await.unwrap();
-    let dir = PlanDir::new(Location::parse(f.path("plan").to_str().unwrap(), "plan").unwrap());
+    let dir = PlanDir::new(
+        Location::parse(
+            f.path("plan").to_str().unwrap(),
+            "plan",
+            &Default::default(),
+        )
+        .unwrap(),
+    );
     // A batch as a Bloom filter with a false negative would write it.
     let batch = RecordBatch::try_from_iter(vec![
         (

@@ -4,14 +4,16 @@
 
 use blobgc::generation::{GenerationRule, IdClass};
 use blobgc::job::Job;
-use blobgc::plan::{PlanStatus, plan};
+use blobgc::plan::plan;
 use blobgc::plan_dir::PlanDir;
+use blobgc::progress::Progress;
 use blobgc::references::SourceSpec;
 use blobgc::store::Location;
+use blobgc::summary::PlanStatus;
 use blobgc::sweep::{SweepOptions, sweep};
 use chrono::DateTime;
 use futures::TryStreamExt;
-use indicatif::ProgressBar;
+
 use object_store::ObjectStoreExt;
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -60,7 +62,7 @@ struct Case {
 
 async fn check(c: Case) -> Result<(), TestCaseError> {
     let root = format!("memory://case{}", CASE.fetch_add(1, Ordering::Relaxed));
-    let store = Location::parse(&format!("{root}/store"), "store").unwrap();
+    let store = Location::parse(&format!("{root}/store"), "store", &Default::default()).unwrap();
     let ids: BTreeSet<String> = c.blobs.iter().map(|&(f, g, n)| blob_id(f, g, n)).collect();
     for id in &ids {
         store
@@ -76,7 +78,12 @@ async fn check(c: Case) -> Result<(), TestCaseError> {
         .collect();
     refs.extend((0..c.dangling_refs).map(|n| blob_id(1, 1, n)));
     refs.extend(refs.clone().into_iter().take(3));
-    let refs_loc = Location::parse(&format!("{root}/refs/part-0.parquet"), "refs").unwrap();
+    let refs_loc = Location::parse(
+        &format!("{root}/refs/part-0.parquet"),
+        "refs",
+        &Default::default(),
+    )
+    .unwrap();
     refs_loc
         .store
         .put(&refs_loc.path, crate::support::parquet_bytes(&refs).into())
@@ -97,13 +104,15 @@ async fn check(c: Case) -> Result<(), TestCaseError> {
     job.fpp = c.fpp;
     job.max_fpp = 1.0;
     job.breakers.floor = c.floor;
-    let dir = PlanDir::new(Location::parse(&format!("{root}/plan"), "plan").unwrap());
-    let summary = plan(&job, &dir, &ProgressBar::hidden()).await.unwrap();
+    let dir = PlanDir::new(
+        Location::parse(&format!("{root}/plan"), "plan", &Default::default()).unwrap(),
+    );
+    let summary = plan(&job, &dir, &Progress::silent()).await.unwrap();
     prop_assert_eq!(summary.counts.reference_count, refs.len() as u64);
     if summary.status == PlanStatus::Aborted {
         prop_assert!(summary.batches.is_empty());
         prop_assert!(
-            sweep(&dir, &SweepOptions::default(), &ProgressBar::hidden())
+            sweep(&dir, &SweepOptions::default(), &Progress::silent())
                 .await
                 .is_err()
         );
@@ -114,7 +123,7 @@ async fn check(c: Case) -> Result<(), TestCaseError> {
         );
         return Ok(());
     }
-    sweep(&dir, &SweepOptions::default(), &ProgressBar::hidden())
+    sweep(&dir, &SweepOptions::default(), &Progress::silent())
         .await
         .unwrap();
 

@@ -1,0 +1,275 @@
+//! The mark phase: references -> merged Bloom filter -> probe of the listing -> deletion batches.
+//!
+//! **What it selects for deletion:** listed blobs whose id is eligible under the generation
+//! rule (an older generation of the configured family, another family, or family 0) and that
+//! the run's Bloom filter says no reference source holds. **The danger:** a blob referenced by
+//! an entity missing from the sources looks like garbage. So planning stops (status `aborted`,
+//! nothing to sweep) on any doubt about the inputs: a missing or empty source, a malformed listed
+//! id, a filter fuller than it was sized for, a breaker, or a candidate the exact verification
+//! finds referenced. Planning never deletes; see [`crate::sweep`].
+//!
+//! The work is split the Spark way: every partition of the reference scan builds a partial
+//! filter, the partials are OR-merged in a reduce stage, the merged filter is stored next to the
+//! plan, and every partition of the listing probes it and writes its own deletion batches.
+//!
+//! [`plan`] reads as its steps; each is a function of this folder:
+//! - `sizing`: how large the filter is; `build`: the filter step;
+//! - `probe`: the verdicts on listed ids and their counts;
+//! - `engine`: what differs between this process (`local`) and a cluster (`cluster`).
+
+mod build;
+mod cluster;
+mod engine;
+mod local;
+mod probe;
+mod sizing;
+
+use crate::error::{Error, Result};
+use crate::filter::Bloom;
+use crate::generation::GenerationRule;
+use crate::guards;
+use crate::job::{Job, Strategy, Verify};
+use crate::plan_dir::PlanDir;
+use crate::plan_root::PlanRoot;
+use crate::progress::Progress;
+use crate::references::{self, OpenedSource};
+use crate::store::Location;
+use crate::summary::{PlanSummary, Selection, SourceSummary};
+use datafusion::prelude::DataFrame;
+use engine::Engine;
+use probe::Lookup;
+use std::time::Instant;
+
+/// What every step of a plan reads: the job and where it plans, checked.
+pub(crate) struct Run<'a> {
+    job: &'a Job,
+    dir: &'a PlanDir,
+    progress: &'a Progress,
+    rule: GenerationRule,
+    store: Location,
+    /// The key prefix left out of the listing: a quarantine inside the store.
+    quarantine: Option<String>,
+    root: Option<PlanRoot>,
+}
+
+/// The merged filter as it was stored.
+pub(crate) struct Built {
+    bloom: Bloom,
+    /// Its file in the plan directory, its URL and its SHA-256.
+    name: String,
+    location: String,
+    checksum: String,
+    /// Non-null reference ids and reference rows read to build it.
+    ids: u64,
+    rows: u64,
+}
+
+/// Plans a GC run of `job` into `dir`. An aborted plan is `Ok` with status `Aborted` (its
+/// summary is written too, so an operator sees why); `Err` is a failure to plan at all.
+pub async fn plan(job: &Job, dir: &PlanDir, progress: &Progress) -> Result<PlanSummary> {
+    let run = check(job, dir, progress)?;
+    let mut summary = new_summary(&run);
+    let mut engine = Engine::connect(&run).await?;
+    match mark(&run, &mut engine, &mut summary).await {
+        Ok(()) => {
+            dir.write_summary(&summary).await?;
+            Ok(summary)
+        }
+        Err(Error::Aborted(reason)) => guards::abort(dir, summary, reason).await,
+        Err(e) => Err(e),
+    }
+}
+
+/// The job checked, and the places it names kept apart: a plan, plan root or quarantine inside
+/// the store would be listed as blobs.
+fn check<'a>(job: &'a Job, dir: &'a PlanDir, progress: &'a Progress) -> Result<Run<'a>> {
+    job.validate()?;
+    let rule = GenerationRule::new(job.family, job.generation_duration_seconds, job.now)?;
+    let store = Location::parse(&job.store, "--store", &job.s3)?;
+    guards::outside_store(&store, &dir.location, "the plan directory")?;
+    let root = match job.plan_root.as_deref() {
+        Some(root) => Some(PlanRoot::parse(root, &job.s3)?),
+        None => None,
+    };
+    if let Some(root) = &root {
+        guards::outside_store(&store, &root.location, "the plan root")?;
+    }
+    let quarantine = match job.quarantine.as_deref() {
+        Some(q) => guards::quarantine_exclusion(&store, q, &job.s3)?,
+        None => None,
+    };
+    Ok(Run {
+        job,
+        dir,
+        progress,
+        rule,
+        store,
+        quarantine,
+        root,
+    })
+}
+
+fn new_summary(run: &Run<'_>) -> PlanSummary {
+    let job = run.job;
+    let selection = Selection::Generations {
+        family: run.rule.family,
+        generation_duration_seconds: job.generation_duration_seconds,
+        current_generation: run.rule.current_generation,
+    };
+    PlanSummary {
+        inventory: job.inventory.clone(),
+        salt: job.salt.clone(),
+        batch_size: job.batch_size,
+        plan_root: run.root.as_ref().map(|r| r.location.url()),
+        lease_ttl_seconds: job.lease_ttl_seconds,
+        quarantine: job.quarantine.clone(),
+        ..PlanSummary::new(&job.run_id, run.store.url(), selection, job.now)
+    }
+}
+
+/// The steps of a plan, filling `summary`; a safety check that fails is `Err(Aborted)`.
+async fn mark(run: &Run<'_>, engine: &mut Engine, summary: &mut PlanSummary) -> Result<()> {
+    let job = run.job;
+    let started = Instant::now();
+    let sources = open_sources(run, engine, summary).await?;
+    summary.references_seconds = started.elapsed().as_secs_f64();
+    let previous = compare_with_previous(run, summary).await?;
+    let references = all_references(&sources)?;
+
+    let started = Instant::now();
+    let built = match job.strategy {
+        Strategy::Bloom => {
+            Some(build::filter(run, engine, &references, previous.as_ref(), summary).await)
+        }
+        Strategy::Exact => None,
+    };
+    summary.filter_seconds = started.elapsed().as_secs_f64();
+    let lookup = match built.transpose()? {
+        Some(built) => engine.lookup(built),
+        None => Lookup::Exact(references.clone()),
+    };
+
+    let started = Instant::now();
+    run.progress.step("listing and probing blobs");
+    let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
+    let probed = engine.probe(run, lookup, verifying).await?;
+    summary.counts.add(probed.counts);
+    summary.batches = probed.batches;
+    summary.batches.sort();
+    summary.listing_seconds = started.elapsed().as_secs_f64();
+    check_probe(job, summary)?;
+
+    let started = Instant::now();
+    let verify = must_verify(job, summary);
+    let found = engine
+        .verify(run, references, summary, verify, probed.fingerprints)
+        .await?;
+    summary.verified = verify || job.strategy == Strategy::Exact;
+    summary.verify_seconds = started.elapsed().as_secs_f64();
+    check_references(job, summary, &found)
+}
+
+/// Every source checked and opened (a missing or empty one aborts the run).
+async fn open_sources(
+    run: &Run<'_>,
+    engine: &Engine,
+    summary: &mut PlanSummary,
+) -> Result<Vec<OpenedSource>> {
+    run.progress.step("checking reference sources");
+    let mut sources = Vec::new();
+    for spec in &run.job.references {
+        sources.push(references::open(engine.ctx(), spec).await?);
+    }
+    summary.sources = sources
+        .iter()
+        .map(|s| SourceSummary {
+            spec: s.spec.clone(),
+            rows: s.rows,
+        })
+        .collect();
+    Ok(sources)
+}
+
+/// The last planned run against the same store, if any; a source that shrank too much since
+/// trips the breaker.
+async fn compare_with_previous(
+    run: &Run<'_>,
+    summary: &PlanSummary,
+) -> Result<Option<PlanSummary>> {
+    let Some(root) = &run.root else {
+        return Ok(None);
+    };
+    let previous = root.previous(&summary.store, &summary.run_id).await?;
+    if let Some(previous) = &previous
+        && let Some(reason) = run.job.breakers.source_shrink(&summary.sources, previous)
+    {
+        return Err(Error::aborted(reason));
+    }
+    Ok(previous)
+}
+
+/// Every source's id columns as one `blob_id` column.
+fn all_references(sources: &[OpenedSource]) -> Result<DataFrame> {
+    let mut ids = sources.iter().map(|s| s.ids.clone());
+    let mut all = ids.next().ok_or_else(|| {
+        Error::usage("no reference source given (--refs or [[references]]): refusing to treat every blob as garbage")
+    })?;
+    for more in ids {
+        all = all.union(more)?;
+    }
+    Ok(all)
+}
+
+/// After the probe: malformed ids and the delete-fraction breaker.
+fn check_probe(job: &Job, summary: &PlanSummary) -> Result<()> {
+    let c = &summary.counts;
+    if c.malformed_id_count > 0 && !job.ignore_malformed {
+        return Err(Error::aborted(format!(
+            "{} listed blob id(s) do not parse, e.g. {:?}: the store prefix may be wrong \
+             (--ignore-malformed keeps them and goes on)",
+            c.malformed_id_count, c.malformed_ids
+        )));
+    }
+    match job
+        .breakers
+        .delete_fraction(c.candidate_count, c.eligible_blob_count)
+    {
+        Some(reason) => Err(Error::aborted(reason)),
+        None => Ok(()),
+    }
+}
+
+/// Whether the candidates are checked exactly against every reference (`--verify`).
+fn must_verify(job: &Job, summary: &PlanSummary) -> bool {
+    !summary.batches.is_empty()
+        && job.strategy == Strategy::Bloom
+        && match job.verify {
+            Verify::Exact => true,
+            Verify::Off => false,
+            Verify::Auto => summary.counts.candidate_count <= job.verify_limit,
+        }
+}
+
+/// After the verification: references naming no listed blob (the missing-references breaker),
+/// and any candidate a reference names (`found`), which would be a Bloom filter bug.
+fn check_references(job: &Job, summary: &mut PlanSummary, found: &[String]) -> Result<()> {
+    if let Some(f) = &summary.filter {
+        summary.counts.distinct_reference_count = f.estimated_items;
+    }
+    let fpp = summary.filter.as_ref().map_or(0.0, |f| f.estimated_fpp);
+    let c = &mut summary.counts;
+    c.missing_reference_count = sizing::missing_references(c, fpp);
+    if !found.is_empty() {
+        return Err(Error::aborted(format!(
+            "exact verification found referenced blobs among the candidates, e.g. {found:?}: \
+             the Bloom filter missed references, a bug; please report it"
+        )));
+    }
+    match job
+        .breakers
+        .missing_references(c.missing_reference_count, c.distinct_reference_count)
+    {
+        Some(reason) => Err(Error::aborted(reason)),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,269 @@
+//! The probe of the listing: each listed id is classified by the generation rule and looked up
+//! among the references; eligible ids that no reference holds are the candidates. Every
+//! partition counts what it sees ([`PlanCounts`]) and writes its candidates as batches.
+//!
+//! Verdicts come from one of three lookups ([`Lookup`]): the filter in this process's memory
+//! (classified, fingerprinted and looked up in one pass over each batch), the stored filter
+//! through `blobgc_bloom_contains` (a cluster), or an exact join with the references (`--strategy
+//! exact`). The last two are columns of the plan ([`frame`]).
+
+use crate::error::Result;
+use crate::filter::{Bloom, fingerprint};
+use crate::functions::{self, for_each_id};
+use crate::generation::{GenerationRule, IdClass};
+use crate::listing::{BLOB_ID, SIZE};
+use crate::plan_dir::BatchWriter;
+use crate::progress::Progress;
+use crate::summary::{MALFORMED_EXAMPLES, PlanCounts};
+use crate::verify;
+use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt8Array};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Int64Type, UInt8Type};
+use datafusion::logical_expr::{Expr, JoinType, Partitioning, col, lit, not, when};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::prelude::DataFrame;
+use futures::TryStreamExt;
+use std::sync::Arc;
+
+/// Where a listed id is looked up.
+pub(super) enum Lookup {
+    /// The merged filter, in this process's memory.
+    InMemory(Arc<Bloom>),
+    /// The merged filter stored at a location, loaded once per process and checked by its
+    /// SHA-256.
+    Stored { location: String, checksum: String },
+    /// Every reference, joined by canonical spelling: no false positive.
+    Exact(DataFrame),
+}
+
+/// What the probe saw: counts, the candidates' batches, and, when the probe computed them and
+/// there were few enough to verify, the candidates' fingerprints.
+pub(super) struct Probed {
+    pub counts: PlanCounts,
+    pub batches: Vec<String>,
+    pub fingerprints: Option<verify::Fingerprints>,
+}
+
+/// The listing prepared for `lookup` over `partitions` partitions, and how its batches' verdicts
+/// are read.
+pub(super) fn frame(
+    listed: DataFrame,
+    lookup: Lookup,
+    rule: GenerationRule,
+    partitions: usize,
+) -> Result<(DataFrame, Verdict)> {
+    let spread = Partitioning::RoundRobinBatch(partitions.max(1));
+    let referenced = match lookup {
+        Lookup::InMemory(bloom) => {
+            let listed = listed
+                .select(vec![col(BLOB_ID), col(SIZE)])?
+                .repartition(spread)?;
+            return Ok((listed, Verdict::Lookup { bloom, rule }));
+        }
+        Lookup::Stored { location, checksum } => {
+            let contains =
+                functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
+            listed
+                .repartition(spread)?
+                .with_column("referenced", contains)?
+        }
+        Lookup::Exact(references) => {
+            // Every spelling of an id meets its canonical form on both sides of the join.
+            let keys = references.select(vec![canonical(col(BLOB_ID)).alias("ref_key")])?;
+            listed
+                .select(vec![
+                    col(BLOB_ID),
+                    col(SIZE),
+                    canonical(col(BLOB_ID)).alias("key"),
+                ])?
+                .join(keys, JoinType::LeftMark, &["key"], &["ref_key"], None)?
+                .with_column_renamed("mark", "referenced")?
+        }
+    };
+    let class = functions::id_class().call(vec![
+        col(BLOB_ID),
+        lit(u64::from(rule.family)),
+        lit(rule.current_generation),
+    ]);
+    let eligible = col("class").eq(lit(IdClass::Eligible as u8));
+    let planned = referenced
+        .select(vec![
+            col(BLOB_ID),
+            col(SIZE),
+            class.alias("class"),
+            col("referenced"),
+        ])?
+        .select(vec![
+            col(BLOB_ID),
+            col(SIZE),
+            col("class"),
+            when(eligible, not(col("referenced")))
+                .otherwise(lit(false))?
+                .alias("candidate"),
+            col("referenced"),
+        ])?;
+    Ok((planned, Verdict::Planned))
+}
+
+/// An id in its canonical spelling, so that exact joins match every spelling of a reference.
+pub(super) fn canonical(id: Expr) -> Expr {
+    functions::canonical_id().call(vec![id])
+}
+
+/// How a partition of the probe tells the candidates of a batch.
+pub(super) enum Verdict {
+    /// The batches hold `blob_id` and `size`: each id is classified and, unless malformed,
+    /// looked up in the filter, here.
+    Lookup {
+        bloom: Arc<Bloom>,
+        rule: GenerationRule,
+    },
+    /// The plan did it: `blob_id`, `size`, `class`, `candidate`, `referenced`.
+    Planned,
+}
+
+/// The probe's verdicts on one batch.
+struct Verdicts {
+    class: UInt8Array,
+    candidate: BooleanArray,
+    referenced: BooleanArray,
+    /// The candidates' fingerprints, in order, when the probe computed them.
+    fingerprints: Option<Vec<u64>>,
+}
+
+impl Verdict {
+    fn of(&self, batch: &RecordBatch) -> Result<Verdicts> {
+        match self {
+            Verdict::Lookup { bloom, rule } => look_up(bloom, rule, batch),
+            Verdict::Planned => Ok(Verdicts {
+                class: batch.column(2).as_primitive::<UInt8Type>().clone(),
+                candidate: batch.column(3).as_boolean().clone(),
+                referenced: batch.column(4).as_boolean().clone(),
+                fingerprints: None,
+            }),
+        }
+    }
+}
+
+/// Classifies, fingerprints and looks up each id of `batch` in one pass.
+fn look_up(bloom: &Bloom, rule: &GenerationRule, batch: &RecordBatch) -> Result<Verdicts> {
+    let n = batch.num_rows();
+    let mut class = Vec::with_capacity(n);
+    let (mut rows, mut fps) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for_each_id(batch.column(0), |id| {
+        let c = id.map_or(IdClass::Malformed, |id| rule.classify(id));
+        if c != IdClass::Malformed
+            && let Some(id) = id
+        {
+            rows.push(class.len());
+            fps.push(fingerprint(id));
+        }
+        class.push(c as u8);
+    })?;
+    // Hashed first, looked up after: the lookups fetch their memory ahead.
+    let hashes: Vec<u64> = fps.iter().map(|&fp| bloom.hash_fingerprint(fp)).collect();
+    let mut referenced = vec![false; n];
+    let mut candidate = vec![false; n];
+    let mut candidates = Vec::new();
+    for ((&row, &fp), found) in rows.iter().zip(&fps).zip(bloom.contains_hashes(&hashes)) {
+        referenced[row] = found;
+        if !found && class[row] == IdClass::Eligible as u8 {
+            candidate[row] = true;
+            candidates.push(fp);
+        }
+    }
+    Ok(Verdicts {
+        class: UInt8Array::from(class),
+        candidate: BooleanArray::from(candidate),
+        referenced: BooleanArray::from(referenced),
+        fingerprints: Some(candidates),
+    })
+}
+
+/// One partition of the probe: counts what it sees and writes its candidates as batches,
+/// fingerprinting them unless `fingerprints` is None or they pass `verify_limit`.
+pub(super) async fn partition(
+    mut stream: SendableRecordBatchStream,
+    verdict: Arc<Verdict>,
+    mut writer: BatchWriter,
+    mut fingerprints: Option<verify::Fingerprints>,
+    verify_limit: u64,
+    progress: Progress,
+) -> Result<Probed> {
+    let mut c = PlanCounts::default();
+    while let Some(batch) = stream.try_next().await? {
+        let v = verdict.of(&batch)?;
+        count_batch(&batch, &v, &mut c)?;
+        let candidates = filter_record_batch(&batch.project(&[0, 1])?, &v.candidate)?;
+        c.candidate_count += candidates.num_rows() as u64;
+        if c.candidate_count > verify_limit {
+            fingerprints = None;
+        }
+        if let Some(set) = &mut fingerprints {
+            match v.fingerprints {
+                Some(fps) => set.extend(fps),
+                None => for_each_id(candidates.column(0), |id| {
+                    set.extend(id.map(fingerprint));
+                })?,
+            }
+        }
+        writer.push(candidates).await?;
+        progress.advance(batch.num_rows() as u64);
+    }
+    writer.flush(true).await?;
+    Ok(Probed {
+        counts: c,
+        batches: writer.written,
+        fingerprints,
+    })
+}
+
+/// Counts a probed batch: its blobs, the eligible, referenced and candidate ones, their
+/// bytes, and examples of malformed ids.
+fn count_batch(batch: &RecordBatch, v: &Verdicts, c: &mut PlanCounts) -> Result<()> {
+    let sizes = cast(batch.column(1), &DataType::Int64)?;
+    let sizes = sizes.as_primitive::<Int64Type>();
+    // A null size counts as 0 bytes.
+    let size = |i: usize| match sizes.is_valid(i) {
+        true => sizes.value(i).max(0) as u64,
+        false => 0,
+    };
+    let flag = |a: &BooleanArray, i: usize| a.is_valid(i) && a.value(i);
+    c.blob_count += batch.num_rows() as u64;
+    let mut malformed_rows = Vec::new();
+    for i in 0..batch.num_rows() {
+        match v.class.is_valid(i).then(|| v.class.value(i)) {
+            Some(x) if x == IdClass::Eligible as u8 => {
+                c.eligible_blob_count += 1;
+                c.eligible_bytes += size(i);
+            }
+            Some(x) if x == IdClass::Active as u8 => {}
+            _ => {
+                malformed_rows.push(i);
+                continue;
+            }
+        }
+        if flag(&v.referenced, i) {
+            c.referenced_blob_count += 1;
+        }
+        if flag(&v.candidate, i) {
+            c.candidate_bytes += size(i);
+        }
+    }
+    if !malformed_rows.is_empty() {
+        c.malformed_id_count += malformed_rows.len() as u64;
+        let ids = cast(batch.column(0), &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        for &i in malformed_rows
+            .iter()
+            .take(MALFORMED_EXAMPLES.saturating_sub(c.malformed_ids.len()))
+        {
+            c.malformed_ids.push(if ids.is_null(i) {
+                "<null>".to_string()
+            } else {
+                ids.value(i).to_string()
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! What a mark phase found, stored as the plan's `summary.json`: the sweep, the report, the
+//! breakers and the plan root's history all start from it.
+//!
+//! The three modes share it: `run`/`plan` select their candidates by the generation rule over a
+//! listing, `incremental` and `uploads` by a table whose own rules chose them
+//! ([`Selection`]). The sweep re-applies the generation rule to every id of a batch only when
+//! the plan selected by it.
+
+use crate::filter::FilterParams;
+use crate::generation::GenerationRule;
+use crate::references::SourceSpec;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How many malformed ids a plan names.
+pub const MALFORMED_EXAMPLES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanStatus {
+    /// The batches may be swept.
+    Planned,
+    /// A safety check failed: nothing may be deleted.
+    Aborted,
+}
+
+/// How a plan chose its candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Eligible under the generation rule and in no reference (`run`, `plan`): the sweep checks
+    /// every id against the same rule again.
+    Generations {
+        family: u32,
+        generation_duration_seconds: u64,
+        current_generation: u64,
+    },
+    /// Chosen by a table's own rules (`incremental`, `uploads`).
+    Table,
+}
+
+impl Selection {
+    /// The rule the sweep re-applies, for a plan selected by generations.
+    pub fn rule(&self) -> Option<GenerationRule> {
+        match *self {
+            Selection::Generations {
+                family,
+                current_generation,
+                ..
+            } => Some(GenerationRule {
+                family,
+                current_generation,
+            }),
+            Selection::Table => None,
+        }
+    }
+}
+
+/// Everything a plan found, stored as `summary.json`; the sweep and the report start from it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanSummary {
+    /// Unique per plan; prefixes its batch names, so plans racing in one directory can never
+    /// sweep each other's batches against the wrong store.
+    pub run_id: String,
+    pub status: PlanStatus,
+    pub abort_reason: Option<String>,
+    pub store: String,
+    pub inventory: Option<String>,
+    pub sources: Vec<SourceSummary>,
+    pub now: DateTime<Utc>,
+    pub selection: Selection,
+    pub salt: String,
+    pub filter: Option<FilterSummary>,
+    pub counts: PlanCounts,
+    pub batch_size: usize,
+    pub batches: Vec<String>,
+    pub references_seconds: f64,
+    pub filter_seconds: f64,
+    pub listing_seconds: f64,
+    /// Whether the candidates were checked exactly against every reference.
+    pub verified: bool,
+    pub verify_seconds: f64,
+    /// Where the sweep takes its lease, and for how long.
+    pub plan_root: Option<String>,
+    pub lease_ttl_seconds: u64,
+    /// Candidates are moved here instead of deleted.
+    pub quarantine: Option<String>,
+}
+
+impl PlanSummary {
+    /// An empty plan of run `run_id` against `store`, to fill in.
+    pub fn new(run_id: &str, store: String, selection: Selection, now: DateTime<Utc>) -> Self {
+        PlanSummary {
+            run_id: run_id.to_string(),
+            status: PlanStatus::Planned,
+            abort_reason: None,
+            store,
+            inventory: None,
+            sources: Vec::new(),
+            now,
+            selection,
+            salt: String::new(),
+            filter: None,
+            counts: PlanCounts::default(),
+            batch_size: 0,
+            batches: Vec::new(),
+            references_seconds: 0.0,
+            filter_seconds: 0.0,
+            listing_seconds: 0.0,
+            verified: false,
+            verify_seconds: 0.0,
+            plan_root: None,
+            lease_ttl_seconds: 0,
+            quarantine: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceSummary {
+    #[serde(flatten)]
+    pub spec: SourceSpec,
+    pub rows: u64,
+}
+
+impl SourceSummary {
+    /// Id values the source holds, nulls included: rows x id columns.
+    pub fn id_values(&self) -> u64 {
+        self.rows * self.spec.columns.len() as u64
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FilterSummary {
+    #[serde(flatten)]
+    pub params: FilterParams,
+    pub expected_items: u64,
+    pub requested_fpp: f64,
+    pub max_fpp: f64,
+    pub estimated_fpp: f64,
+    pub fill_ratio: f64,
+    /// Distinct ids the filter holds (estimated from its bits), and the size it was built at
+    /// before folding to them.
+    pub estimated_items: u64,
+    pub built_bits: u64,
+    pub location: String,
+    /// SHA-256 of the encoded filter: every process loading it checks it.
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PlanCounts {
+    pub reference_count: u64,
+    pub null_reference_count: u64,
+    pub blob_count: u64,
+    pub eligible_blob_count: u64,
+    pub eligible_bytes: u64,
+    pub malformed_id_count: u64,
+    pub malformed_ids: Vec<String>,
+    pub candidate_count: u64,
+    pub candidate_bytes: u64,
+    /// Listed blobs that a reference names (by the filter: false positives included).
+    pub referenced_blob_count: u64,
+    /// Distinct referenced ids (estimated from the filter's bits), and of them, those naming a
+    /// blob the listing lacks: distinct references less the referenced listed blobs, corrected
+    /// for the filter's false positives.
+    pub distinct_reference_count: u64,
+    pub missing_reference_count: u64,
+}
+
+impl PlanCounts {
+    /// Adds what another partition of the probe counted (the reference counts are the plan's).
+    pub fn add(&mut self, o: PlanCounts) {
+        self.blob_count += o.blob_count;
+        self.eligible_blob_count += o.eligible_blob_count;
+        self.eligible_bytes += o.eligible_bytes;
+        self.malformed_id_count += o.malformed_id_count;
+        self.candidate_count += o.candidate_count;
+        self.candidate_bytes += o.candidate_bytes;
+        self.referenced_blob_count += o.referenced_blob_count;
+        let room = MALFORMED_EXAMPLES.saturating_sub(self.malformed_ids.len());
+        self.malformed_ids
+            .extend(o.malformed_ids.into_iter().take(room));
+    }
+}
+
+/// A fresh run id: the UTC time, then randomness.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:08x}",
+        Utc::now().format("%Y%m%dT%H%M%S%3f"),
+        rand::random::<u32>()
+    )
+}
