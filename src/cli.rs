@@ -7,7 +7,7 @@ use crate::cluster::process::{ExecutorArgs, SchedulerArgs};
 use crate::error::{Error, Result};
 use crate::generation::parse_duration;
 use crate::incremental::{self, IncrementalArgs};
-use crate::job::{Job, JobArgs, JobFile, parse_now};
+use crate::job::{Job, JobArgs, parse_now};
 use crate::lease::Lease;
 use crate::plan::plan;
 use crate::plan_dir::PlanDir;
@@ -279,13 +279,11 @@ async fn plan_only(args: JobArgs, out: Option<String>) -> Result<(Output, Option
 
 /// `blobgc sweep`: executes or resumes a plan, as the same run (and lease) as its plan.
 async fn sweep_only(args: SweepArgs) -> Result<(Output, Option<PathBuf>)> {
-    let file = args
-        .job
-        .as_deref()
-        .map(JobFile::read)
-        .transpose()?
-        .unwrap_or_default();
-    let s3 = args.s3.or(file.s3.unwrap_or_default());
+    let file: JobArgs = match &args.job {
+        Some(path) => crate::options::read_job_file(path)?,
+        None => JobArgs::default(),
+    };
+    let s3 = args.s3.or(file.s3);
     let dir = PlanDir::new(Location::parse(&args.plan, "--plan", &s3)?);
     let options = SweepOptions::from_flags(
         args.delete_concurrency.or(file.delete_concurrency),
@@ -309,9 +307,7 @@ async fn sweep_only(args: SweepArgs) -> Result<(Output, Option<PathBuf>)> {
     };
     let on = Cluster {
         scheduler: args.scheduler.clone(),
-        partitions: args
-            .partitions
-            .unwrap_or_else(crate::job::default_partitions),
+        partitions: args.partitions.unwrap_or_else(crate::options::partitions),
     };
     let swept = sweep_plan(&dir, &options, &on).await;
     let (summary, metrics) = give_back(lease, swept).await?;

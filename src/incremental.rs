@@ -339,7 +339,7 @@ async fn write_remaining(
 }
 
 /// The flags of `blobgc incremental`; a job file (`--job`) holds the same keys, flags win.
-#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[derive(Debug, Clone, Default, clap::Args, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncrementalArgs {
     /// TOML job file; flags override its keys.
@@ -402,44 +402,34 @@ pub struct IncrementalArgs {
 impl IncrementalArgs {
     /// Merges the job file under the flags and checks the result.
     pub fn resolve(self) -> Result<(IncrementalJob, Option<String>, Option<std::path::PathBuf>)> {
-        let file: IncrementalArgs = match &self.job {
-            Some(path) => crate::job::read_toml(path)?,
-            None => IncrementalArgs::default(),
-        };
+        let o = crate::options::with_job_file(&self, self.job.as_deref())?;
         let need = |v: Option<String>, flag: &str| {
             v.ok_or_else(|| Error::usage(format!("{flag} is required (or in the job file)")))
         };
         let job = IncrementalJob {
             run_id: crate::summary::new_run_id(),
-            store: need(self.store.or(file.store), "--store")?,
-            deletions: need(self.deletions.or(file.deletions), "--deletions")?,
-            references: need(self.references.or(file.references), "--references")?,
-            allow_empty_references: self.allow_empty_references || file.allow_empty_references,
-            iteration: self
+            store: need(o.store, "--store")?,
+            deletions: need(o.deletions, "--deletions")?,
+            references: need(o.references, "--references")?,
+            allow_empty_references: o.allow_empty_references,
+            iteration: o
                 .iteration
-                .or(file.iteration)
                 .ok_or_else(|| Error::usage("--iteration is required (or in the job file)"))?,
-            current_generation: self
-                .current_generation
-                .or(file.current_generation)
-                .ok_or_else(|| {
-                    Error::usage("--current-generation is required (or in the job file)")
-                })?,
-            generation_lag: self.generation_lag.or(file.generation_lag).unwrap_or(2),
-            deletions_out: need(self.deletions_out.or(file.deletions_out), "--deletions-out")?,
-            fpp: self.fpp.or(file.fpp).unwrap_or(0.01),
-            salt: self
-                .salt
-                .or(file.salt)
-                .unwrap_or_else(crate::job::random_salt),
-            batch_size: self.batch_size.or(file.batch_size).unwrap_or(1000),
-            dry_run: self.dry_run || file.dry_run,
-            partitions: self.partitions.or(file.partitions).unwrap_or(2),
+            current_generation: o.current_generation.ok_or_else(|| {
+                Error::usage("--current-generation is required (or in the job file)")
+            })?,
+            generation_lag: o.generation_lag.unwrap_or(2),
+            deletions_out: need(o.deletions_out, "--deletions-out")?,
+            fpp: o.fpp.unwrap_or(crate::options::FPP),
+            salt: o.salt.unwrap_or_else(crate::options::random_salt),
+            batch_size: o.batch_size.unwrap_or(crate::options::BATCH_SIZE),
+            dry_run: o.dry_run,
+            partitions: o.partitions.unwrap_or_else(crate::options::partitions),
             sweep: SweepOptions::from_flags(
-                self.delete_concurrency.or(file.delete_concurrency),
-                self.max_deletes_per_second.or(file.max_deletes_per_second),
+                o.delete_concurrency,
+                o.max_deletes_per_second,
                 None,
-                self.s3.or(file.s3),
+                o.s3,
             )?,
         };
         if !(job.fpp > 0.0 && job.fpp < 1.0) {
@@ -451,10 +441,6 @@ impl IncrementalArgs {
         if job.batch_size == 0 || job.partitions == 0 {
             return Err(Error::usage("--batch-size and --partitions must be >= 1"));
         }
-        Ok((
-            job,
-            self.plan_dir.or(file.plan_dir),
-            self.report.or(file.report),
-        ))
+        Ok((job, o.plan_dir, o.report))
     }
 }

@@ -1,19 +1,22 @@
-//! A GC job: the TOML job file (`--job`) and the flags, merged (the flag wins) and checked.
+//! A GC job (`run`, `plan`): [`JobArgs`], read from flags and from the TOML job file (`--job`)
+//! and merged by [`crate::options`] (the flag wins), resolves to a checked [`Job`].
 //!
 //! Every job-file key has a flag of the same name (`batch_size` <-> `--batch-size`); reference
 //! sources are `[[references]]` tables in the file and `--refs NAME=URL[#col1,col2]` flags
 //! (given flags replace the file's list), with `--allow-empty NAME` for sources that may be empty.
 
+use crate::breakers::Thresholds;
 use crate::error::{Error, Result};
 use crate::generation::{DEFAULT_DURATION_SECONDS, DEFAULT_FAMILY, parse_duration};
+use crate::options::{self, duration_text, with_job_file};
 use crate::references::SourceSpec;
 use crate::store::S3Options;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Whether candidates are checked exactly against every reference before anything is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Verify {
     /// Exact when there are at most `verify_limit` candidates.
@@ -24,7 +27,7 @@ pub enum Verify {
 }
 
 /// How candidates are found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// A salted Bloom filter of the references probed by the listing (ADR 49): lean.
@@ -95,15 +98,15 @@ impl Job {
             now,
             generation_duration_seconds: DEFAULT_DURATION_SECONDS,
             family: DEFAULT_FAMILY,
-            fpp: 0.01,
-            max_fpp: 0.02,
+            fpp: options::FPP,
+            max_fpp: 2.0 * options::FPP,
             expected_references: None,
-            salt: random_salt(),
-            batch_size: 1000,
+            salt: options::random_salt(),
+            batch_size: options::BATCH_SIZE,
             dry_run: false,
             ignore_malformed: false,
-            partitions: default_partitions(),
-            delete_concurrency: 4,
+            partitions: options::partitions(),
+            delete_concurrency: options::DELETE_CONCURRENCY,
             max_deletes_per_second: None,
             list_concurrency: 8,
             verify: Verify::Auto,
@@ -187,94 +190,29 @@ pub fn parse_now(text: &str) -> Result<DateTime<Utc>> {
         })
 }
 
-/// A duration from a flag, else from the job file, where it may be a string or a bare number.
-pub fn duration_value(
-    flag: Option<String>,
-    file: Option<toml::Value>,
-    key: &str,
-) -> Result<Option<String>> {
-    match (flag, file) {
-        (Some(d), _) => Ok(Some(d)),
-        (None, Some(toml::Value::String(d))) => Ok(Some(d)),
-        (None, Some(toml::Value::Integer(n))) => Ok(Some(n.to_string())),
-        (None, Some(other)) => Err(Error::usage(format!("{key} {other} is not a duration"))),
-        (None, None) => Ok(None),
-    }
-}
-
-pub fn random_salt() -> String {
-    format!("{:016x}", rand::random::<u64>())
-}
-
-pub fn default_partitions() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// The job file. Unknown keys are refused: a typo must not silently fall back to a default.
-#[derive(Debug, Default, Deserialize)]
+/// The options of `run` and `plan`, from flags and from the job file: every key has the flag of
+/// the same name, except the file's `[[references]]` tables, which `--refs` flags replace.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JobFile {
-    pub store: Option<String>,
-    #[serde(default)]
-    pub references: Vec<SourceSpec>,
-    pub inventory: Option<String>,
-    pub now: Option<String>,
-    pub generation_duration: Option<toml::Value>,
-    pub family: Option<u32>,
-    pub fpp: Option<f64>,
-    pub max_fpp: Option<f64>,
-    pub expected_references: Option<u64>,
-    pub salt: Option<String>,
-    pub batch_size: Option<usize>,
-    pub dry_run: Option<bool>,
-    pub ignore_malformed: Option<bool>,
-    pub partitions: Option<usize>,
-    pub delete_concurrency: Option<usize>,
-    pub max_deletes_per_second: Option<u32>,
-    pub list_concurrency: Option<usize>,
-    pub verify: Option<Verify>,
-    pub verify_limit: Option<u64>,
-    pub strategy: Option<Strategy>,
-    pub report: Option<PathBuf>,
-    pub plan_dir: Option<String>,
-    pub plan_root: Option<String>,
-    pub lease_ttl: Option<toml::Value>,
-    pub max_delete_fraction: Option<f64>,
-    pub max_source_shrink: Option<f64>,
-    pub max_missing_references: Option<f64>,
-    pub breaker_floor: Option<u64>,
-    pub quarantine: Option<String>,
-    pub scheduler: Option<String>,
-    pub s3: Option<S3Options>,
-}
-
-impl JobFile {
-    pub fn read(path: &std::path::Path) -> Result<Self> {
-        read_toml(path)
-    }
-}
-
-/// A TOML job file; errors name the file, and the key or line at fault.
-pub fn read_toml<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::usage(format!("job file {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| Error::usage(format!("job file {}: {e}", path.display())))
-}
-
-/// The flags shared by `run` and `plan`.
-#[derive(Debug, Clone, Default, clap::Args)]
 pub struct JobArgs {
     /// TOML job file; flags override its keys.
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub job: Option<PathBuf>,
     /// The blob store: file:///abs/dir, s3://bucket/prefix, or a local path.
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
     /// A reference source: NAME=URL[#col1,col2] (default column blob_id). Repeatable.
     #[arg(long = "refs", value_name = "NAME=URL[#COLS]")]
+    #[serde(skip)]
     pub refs: Vec<String>,
+    /// The job file's reference sources.
+    #[arg(skip)]
+    #[serde(default)]
+    pub references: Vec<SourceSpec>,
     /// A reference source (by name) that may have zero rows. Repeatable.
     #[arg(long = "allow-empty", value_name = "NAME")]
+    #[serde(skip)]
     pub allow_empty: Vec<String>,
     /// A Parquet inventory (blob_id, size, last_modified) instead of listing the store.
     #[arg(long, value_name = "URL")]
@@ -284,6 +222,7 @@ pub struct JobArgs {
     pub now: Option<String>,
     /// Generation duration: 30d, 12h, 15day; a bare number is days.
     #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "duration_text")]
     pub generation_duration: Option<String>,
     /// The generation family in use (>= 1).
     #[arg(long, value_name = "N")]
@@ -305,9 +244,11 @@ pub struct JobArgs {
     pub batch_size: Option<usize>,
     /// Plan and report, delete nothing.
     #[arg(long)]
+    #[serde(default)]
     pub dry_run: bool,
     /// Keep malformed listed ids (never deleted) instead of aborting the run.
     #[arg(long)]
+    #[serde(default)]
     pub ignore_malformed: bool,
     /// Parallel partitions of every stage (default: the number of cores).
     #[arg(long, value_name = "N")]
@@ -333,6 +274,7 @@ pub struct JobArgs {
     #[arg(long, value_name = "STRATEGY")]
     pub strategy: Option<Strategy>,
     #[command(flatten)]
+    #[serde(default)]
     pub s3: S3Options,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
@@ -348,6 +290,7 @@ pub struct JobArgs {
     pub plan_root: Option<String>,
     /// How long a run's lease holds before another run may take it over: 6h, 30m, 1d.
     #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "duration_text")]
     pub lease_ttl: Option<String>,
     /// Abort when the candidates are more than this fraction of the eligible blobs.
     #[arg(long, value_name = "F")]
@@ -375,19 +318,57 @@ pub struct JobArgs {
 }
 
 impl JobArgs {
-    /// Merges the job file (if any) under the flags. `clock` is read only when `--now` is unset.
+    /// The job of these flags over the job file (if any), checked. `clock` is read only when
+    /// `--now` is unset.
     pub fn resolve(&self, clock: impl FnOnce() -> DateTime<Utc>) -> Result<Job> {
-        let file = match &self.job {
-            Some(path) => JobFile::read(path)?,
-            None => JobFile::default(),
-        };
-        let store = self
+        let o = with_job_file(self, self.job.as_deref())?;
+        let store = o
             .store
             .clone()
-            .or(file.store)
             .ok_or_else(|| Error::usage("--store is required (or store in the job file)"))?;
+        let now = match &o.now {
+            Some(t) => parse_now(t)?,
+            None => clock(),
+        };
+        let mut job = Job::new(store, self.references(o.references.clone())?, now);
+        if let Some(d) = &o.generation_duration {
+            job.generation_duration_seconds =
+                parse_duration(d).map_err(|e| e.context("--generation-duration"))?;
+        }
+        if let Some(ttl) = &o.lease_ttl {
+            job.lease_ttl_seconds = parse_duration(ttl).map_err(|e| e.context("--lease-ttl"))?;
+        }
+        job.family = o.family.unwrap_or(job.family);
+        job.fpp = o.fpp.unwrap_or(job.fpp);
+        job.max_fpp = o.max_fpp.unwrap_or(2.0 * job.fpp).min(1.0);
+        job.expected_references = o.expected_references;
+        job.salt = o.salt.clone().unwrap_or(job.salt);
+        job.batch_size = o.batch_size.unwrap_or(job.batch_size);
+        job.dry_run = o.dry_run;
+        job.ignore_malformed = o.ignore_malformed;
+        job.partitions = o.partitions.unwrap_or(job.partitions);
+        job.delete_concurrency = o.delete_concurrency.unwrap_or(job.delete_concurrency);
+        job.max_deletes_per_second = o.max_deletes_per_second;
+        job.list_concurrency = o.list_concurrency.unwrap_or(job.list_concurrency);
+        job.verify = o.verify.unwrap_or(job.verify);
+        job.verify_limit = o.verify_limit.unwrap_or(job.verify_limit);
+        job.strategy = o.strategy.unwrap_or(job.strategy);
+        job.breakers = o.breakers(job.breakers);
+        job.inventory = o.inventory;
+        job.s3 = o.s3;
+        job.report = o.report;
+        job.plan_dir = o.plan_dir;
+        job.plan_root = o.plan_root;
+        job.quarantine = o.quarantine;
+        job.scheduler = o.scheduler;
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// The sources of the `--refs` flags, else the job file's `file`, with `--allow-empty`.
+    fn references(&self, file: Vec<SourceSpec>) -> Result<Vec<SourceSpec>> {
         let mut references = if self.refs.is_empty() {
-            file.references
+            file
         } else {
             self.refs
                 .iter()
@@ -405,80 +386,21 @@ impl JobArgs {
                 })?;
             source.allow_empty = true;
         }
-        let now = match self.now.clone().or(file.now) {
-            Some(t) => parse_now(&t)?,
-            None => clock(),
-        };
-        let mut job = Job::new(store, references, now);
-        let duration = duration_value(
-            self.generation_duration.clone(),
-            file.generation_duration,
-            "generation_duration",
-        )?;
-        if let Some(d) = duration {
-            job.generation_duration_seconds =
-                parse_duration(&d).map_err(|e| e.context("--generation-duration"))?;
+        Ok(references)
+    }
+
+    /// The breakers' thresholds set here, over `defaults`.
+    fn breakers(&self, defaults: Thresholds) -> Thresholds {
+        Thresholds {
+            max_delete_fraction: self
+                .max_delete_fraction
+                .unwrap_or(defaults.max_delete_fraction),
+            max_source_shrink: self.max_source_shrink.unwrap_or(defaults.max_source_shrink),
+            max_missing_references: self
+                .max_missing_references
+                .unwrap_or(defaults.max_missing_references),
+            floor: self.breaker_floor.unwrap_or(defaults.floor),
         }
-        job.inventory = self.inventory.clone().or(file.inventory);
-        job.family = self.family.or(file.family).unwrap_or(job.family);
-        job.fpp = self.fpp.or(file.fpp).unwrap_or(job.fpp);
-        job.max_fpp = self
-            .max_fpp
-            .or(file.max_fpp)
-            .unwrap_or(2.0 * job.fpp)
-            .min(1.0);
-        job.expected_references = self.expected_references.or(file.expected_references);
-        job.salt = self.salt.clone().or(file.salt).unwrap_or(job.salt);
-        job.batch_size = self
-            .batch_size
-            .or(file.batch_size)
-            .unwrap_or(job.batch_size);
-        job.dry_run = self.dry_run || file.dry_run.unwrap_or(false);
-        job.ignore_malformed = self.ignore_malformed || file.ignore_malformed.unwrap_or(false);
-        job.partitions = self
-            .partitions
-            .or(file.partitions)
-            .unwrap_or(job.partitions);
-        job.delete_concurrency = self
-            .delete_concurrency
-            .or(file.delete_concurrency)
-            .unwrap_or(job.delete_concurrency);
-        job.max_deletes_per_second = self.max_deletes_per_second.or(file.max_deletes_per_second);
-        job.list_concurrency = self
-            .list_concurrency
-            .or(file.list_concurrency)
-            .unwrap_or(job.list_concurrency);
-        job.verify = self.verify.or(file.verify).unwrap_or(job.verify);
-        job.verify_limit = self
-            .verify_limit
-            .or(file.verify_limit)
-            .unwrap_or(job.verify_limit);
-        job.strategy = self.strategy.or(file.strategy).unwrap_or(job.strategy);
-        job.s3 = self.s3.clone().or(file.s3.unwrap_or_default());
-        job.report = self.report.clone().or(file.report);
-        job.plan_dir = self.plan_dir.clone().or(file.plan_dir);
-        job.plan_root = self.plan_root.clone().or(file.plan_root);
-        if let Some(ttl) = duration_value(self.lease_ttl.clone(), file.lease_ttl, "--lease-ttl")? {
-            job.lease_ttl_seconds = parse_duration(&ttl).map_err(|e| e.context("--lease-ttl"))?;
-        }
-        let b = &mut job.breakers;
-        b.max_delete_fraction = self
-            .max_delete_fraction
-            .or(file.max_delete_fraction)
-            .unwrap_or(b.max_delete_fraction);
-        b.max_source_shrink = self
-            .max_source_shrink
-            .or(file.max_source_shrink)
-            .unwrap_or(b.max_source_shrink);
-        b.max_missing_references = self
-            .max_missing_references
-            .or(file.max_missing_references)
-            .unwrap_or(b.max_missing_references);
-        b.floor = self.breaker_floor.or(file.breaker_floor).unwrap_or(b.floor);
-        job.quarantine = self.quarantine.clone().or(file.quarantine);
-        job.scheduler = self.scheduler.clone().or(file.scheduler);
-        job.validate()?;
-        Ok(job)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod incremental;
 pub mod job;
 pub mod lease;
 pub mod listing;
+pub mod options;
 pub mod plan;
 pub mod plan_dir;
 pub mod plan_root;

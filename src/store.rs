@@ -19,7 +19,7 @@ use url::Url;
 /// Options of S3 (and S3-compatible) stores, over what object_store reads from the standard
 /// `AWS_*` environment variables. Credentials are accepted here and from the environment, never
 /// as flags (a process listing would show them), and never printed.
-#[derive(Clone, Default, PartialEq, Eq, Hash, serde::Deserialize, clap::Args)]
+#[derive(Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct S3Options {
     /// S3 endpoint, e.g. http://127.0.0.1:8333 for a local server.

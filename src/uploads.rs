@@ -335,7 +335,7 @@ async fn write_expired(expired: &[(&Upload, Why)], out: &str, s3: &S3Options) ->
 }
 
 /// The flags of `blobgc uploads`; a job file (`--job`) holds the same keys, flags win.
-#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[derive(Debug, Clone, Default, clap::Args, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadsArgs {
     /// TOML job file; flags override its keys.
@@ -353,6 +353,7 @@ pub struct UploadsArgs {
     pub now: Option<String>,
     /// Uploads strictly older than this are deleted (default 7d; at least 1h, as JMAP demands).
     #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "crate::options::duration_text")]
     pub ttl: Option<String>,
     /// Per user: above this many bytes of uploads, the oldest go until half of it is used.
     #[arg(long, value_name = "BYTES")]
@@ -384,42 +385,35 @@ pub struct UploadsArgs {
 impl UploadsArgs {
     /// Merges the job file under the flags and checks the result.
     pub fn resolve(self) -> Result<(UploadsJob, Option<String>, Option<std::path::PathBuf>)> {
-        let file: UploadsArgs = match &self.job {
-            Some(path) => crate::job::read_toml(path)?,
-            None => UploadsArgs::default(),
-        };
+        let o = crate::options::with_job_file(&self, self.job.as_deref())?;
         let need = |v: Option<String>, flag: &str| {
             v.ok_or_else(|| Error::usage(format!("{flag} is required (or in the job file)")))
         };
-        let ttl_seconds = match self.ttl.or(file.ttl) {
+        let ttl_seconds = match o.ttl {
             Some(t) => crate::generation::parse_duration(&t).map_err(|e| e.context("--ttl"))?,
             None => DEFAULT_TTL_SECONDS,
         };
         let job = UploadsJob {
             run_id: crate::summary::new_run_id(),
-            uploads: need(self.uploads.or(file.uploads), "--uploads")?,
-            store: need(self.store.or(file.store), "--store")?,
-            now: match self.now.or(file.now) {
+            uploads: need(o.uploads, "--uploads")?,
+            store: need(o.store, "--store")?,
+            now: match o.now {
                 Some(t) => crate::job::parse_now(&t)?,
                 None => Utc::now(),
             },
             ttl_seconds,
-            quota_bytes: self.quota_bytes.or(file.quota_bytes),
-            expired_out: need(self.expired_out.or(file.expired_out), "--expired-out")?,
-            batch_size: self.batch_size.or(file.batch_size).unwrap_or(1000),
-            dry_run: self.dry_run || file.dry_run,
+            quota_bytes: o.quota_bytes,
+            expired_out: need(o.expired_out, "--expired-out")?,
+            batch_size: o.batch_size.unwrap_or(crate::options::BATCH_SIZE),
+            dry_run: o.dry_run,
             sweep: SweepOptions::from_flags(
-                self.delete_concurrency.or(file.delete_concurrency),
-                self.max_deletes_per_second.or(file.max_deletes_per_second),
+                o.delete_concurrency,
+                o.max_deletes_per_second,
                 None,
-                self.s3.or(file.s3),
+                o.s3,
             )?,
         };
         job.validate()?;
-        Ok((
-            job,
-            self.plan_dir.or(file.plan_dir),
-            self.report.or(file.report),
-        ))
+        Ok((job, o.plan_dir, o.report))
     }
 }

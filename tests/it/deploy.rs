@@ -196,13 +196,14 @@ fn the_airflow_dag_compiles() {
 fn the_gc_job_files_users_copy_are_valid() {
     for name in ["demo", "s3", "cluster"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("jobs/{name}.toml"));
-        let file = blobgc::job::JobFile::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let file: blobgc::job::JobArgs =
+            blobgc::options::read_job_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(
             file.store.is_some() && !file.references.is_empty(),
             "{name}"
         );
     }
-    let cluster = blobgc::job::JobFile::read(
+    let cluster: blobgc::job::JobArgs = blobgc::options::read_job_file(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/cluster.toml"),
     )
     .unwrap();
