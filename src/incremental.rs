@@ -106,21 +106,8 @@ pub async fn run(
     let started = Instant::now();
     let store = Location::parse(&job.store, "--store", &job.sweep.s3)?;
     guards::outside_store(&store, &dir.location, "the plan directory")?;
-    let ctx = crate::session::local(job.partitions, &job.sweep.s3)?;
-    // The remaining Deletions table keeps the input's string types.
-    ctx.state_ref()
-        .write()
-        .config_mut()
-        .options_mut()
-        .execution
-        .parquet
-        .schema_force_view_types = false;
-
-    let what = format!("Deletions table ({})", job.deletions);
-    let deletions = references::read_table(&ctx, &job.deletions, &what).await?;
-    for column in [BLOB_ID, GENERATION, GC_ITERATION] {
-        references::field(&deletions, column, &what)?;
-    }
+    let ctx = session(job)?;
+    let deletions = open_deletions(&ctx, job).await?;
     let spec = SourceSpec {
         name: "references".into(),
         url: job.references.clone(),
@@ -128,7 +115,110 @@ pub async fn run(
         allow_empty: job.allow_empty_references,
     };
     let refs = references::open(&ctx, &spec).await?;
+    let due = due(deletions.clone(), job).await?;
+    progress.step(&format!("checking {} concerned blobs", due.concerned.len()));
+    let candidates = unreferenced(dir, job, refs.ids.clone(), &due.concerned).await?;
+    let sized = sizes(&store, &candidates).await?;
+    let candidates: Vec<(&str, i64)> = sized.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    let plan = TablePlan {
+        run_id: &job.run_id,
+        store: &store,
+        sources: vec![SourceSummary {
+            spec,
+            rows: refs.rows,
+        }],
+        counts: PlanCounts {
+            reference_count: refs.rows,
+            ..PlanCounts::default()
+        },
+        batch_size: job.batch_size,
+        candidates: &candidates,
+    };
+    table_plan::write(dir, plan).await?;
 
+    let mut report = IncrementalReport {
+        status: Status::Completed,
+        dry_run: job.dry_run,
+        store: store.url(),
+        plan: dir.location.url(),
+        iteration: job.iteration,
+        current_generation: job.current_generation,
+        generation_lag: job.generation_lag,
+        deletion_rows: due.deletion_rows,
+        processed_rows: due.processed_rows,
+        carried_over_rows: due.pending_rows - due.processed_rows,
+        concerned_blob_count: due.concerned.len() as u64,
+        younger_id_count: due.young.len() as u64,
+        reference_count: refs.rows,
+        referenced_blob_count: (due.concerned.len() - candidates.len()) as u64,
+        candidate_count: candidates.len() as u64,
+        gced_blob_count: 0,
+        gced_bytes: 0,
+        error_count: 0,
+        remaining_deletion_rows: 0,
+        deletions_out: None,
+        salt: job.salt.clone(),
+        total_seconds: 0.0,
+    };
+    if !job.dry_run {
+        // Only blobs of completed batches leave the Deletions table: a failed one is retried
+        // by the next iteration.
+        let (metrics, deleted) = table_plan::sweep(dir, &job.sweep, progress).await?;
+        report.gced_blob_count = metrics.gced_blob_count;
+        report.gced_bytes = metrics.gced_bytes;
+        report.error_count = metrics.error_count;
+        report.status = Status::from_errors(metrics.error_count);
+        report.remaining_deletion_rows =
+            write_remaining(&ctx, deletions, deleted, &job.deletions_out).await?;
+        report.deletions_out = Some(job.deletions_out.clone());
+    }
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// The iteration's session: the remaining Deletions table keeps the input's string types.
+fn session(job: &IncrementalJob) -> Result<SessionContext> {
+    let ctx = crate::session::local(job.partitions, &job.sweep.s3)?;
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    Ok(ctx)
+}
+
+/// The Deletions table, with the columns an iteration needs.
+async fn open_deletions(ctx: &SessionContext, job: &IncrementalJob) -> Result<DataFrame> {
+    let what = deletions_table(job);
+    let deletions = references::read_table(ctx, &job.deletions, &what).await?;
+    for column in [BLOB_ID, GENERATION, GC_ITERATION] {
+        references::field(&deletions, column, &what)?;
+    }
+    Ok(deletions)
+}
+
+fn deletions_table(job: &IncrementalJob) -> String {
+    format!("Deletions table ({})", job.deletions)
+}
+
+/// The deletion rows this iteration processes, and the blobs they concern.
+struct Due {
+    deletion_rows: u64,
+    /// Rows of iterations up to this one, and of those the ones old enough to process.
+    pending_rows: u64,
+    processed_rows: u64,
+    /// Blobs of processed rows whose id names a younger generation than the row (kept), and
+    /// the others.
+    young: Vec<String>,
+    concerned: Vec<String>,
+}
+
+/// Counts the Deletions rows and reads the blobs this iteration processes; a row that cannot
+/// be decided (no blob id, generation or iteration) stops the run.
+async fn due(deletions: DataFrame, job: &IncrementalJob) -> Result<Due> {
+    let what = deletions_table(job);
     let threshold = job.current_generation - job.generation_lag as i64;
     let generation = datafusion::logical_expr::cast(col(GENERATION), DataType::Int64);
     let iteration = datafusion::logical_expr::cast(col(GC_ITERATION), DataType::Int64);
@@ -160,23 +250,38 @@ pub async fn run(
              their deletion cannot be decided"
         )));
     }
-    let (young, concerned): (Vec<String>, Vec<String>) = frame::strings(
-        deletions
-            .clone()
-            .filter(processed)?
-            .select(vec![col(BLOB_ID)])?
-            .distinct()?,
-        "reading the Deletions table",
-    )
-    .await?
-    .into_iter()
-    .partition(|id| younger_than_its_row(id, threshold));
+    let ids = deletions
+        .filter(processed)?
+        .select(vec![col(BLOB_ID)])?
+        .distinct()?;
+    let (young, concerned): (Vec<String>, Vec<String>) =
+        frame::strings(ids, "reading the Deletions table")
+            .await?
+            .into_iter()
+            .partition(|id| younger_than_its_row(id, threshold));
     if !young.is_empty() {
         tracing::warn!(count = young.len(), examples = ?&young[..young.len().min(5)],
             "Deletions rows older than their blob id's own generation: kept");
     }
-    progress.step(&format!("checking {} concerned blobs", concerned.len()));
+    Ok(Due {
+        deletion_rows,
+        pending_rows,
+        processed_rows,
+        young,
+        concerned,
+    })
+}
 
+/// The `concerned` blobs no reference names. The References are read once: a Bloom filter of
+/// the concerned blobs (stored in `dir`) picks the few references that may name them, and
+/// those are compared exactly, by the spelling every spelling of an id ends at (`1_0557_x` is
+/// `1_557_x`).
+async fn unreferenced(
+    dir: &PlanDir,
+    job: &IncrementalJob,
+    references: DataFrame,
+    concerned: &[String],
+) -> Result<Vec<String>> {
     let params = FilterParams::for_items(
         concerned.len() as u64,
         job.fpp,
@@ -189,79 +294,16 @@ pub async fn run(
         .await?;
     drop(bloom);
     let maybe = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
-    let found: HashSet<String> =
-        frame::strings(refs.ids.clone().filter(maybe)?, "reading References")
-            .await?
-            .into_iter()
-            .map(|id| fully_canonical(&id).into_owned())
-            .collect();
-    let candidates: Vec<String> = concerned
+    let found: HashSet<String> = frame::strings(references.filter(maybe)?, "reading References")
+        .await?
+        .into_iter()
+        .map(|id| fully_canonical(&id).into_owned())
+        .collect();
+    Ok(concerned
         .iter()
-        // Spellings compare by the one they all end at (`1_0557_x` is `1_557_x`).
         .filter(|id| !found.contains(fully_canonical(id).as_ref()))
         .cloned()
-        .collect();
-    let referenced_blob_count = (concerned.len() - candidates.len()) as u64;
-
-    let sized = sizes(&store, &candidates).await?;
-    let candidates: Vec<(&str, i64)> = sized.iter().map(|(id, s)| (id.as_str(), *s)).collect();
-    table_plan::write(
-        dir,
-        TablePlan {
-            run_id: &job.run_id,
-            store: &store,
-            sources: vec![SourceSummary {
-                spec,
-                rows: refs.rows,
-            }],
-            counts: PlanCounts {
-                reference_count: refs.rows,
-                ..PlanCounts::default()
-            },
-            batch_size: job.batch_size,
-            candidates: &candidates,
-        },
-    )
-    .await?;
-
-    let mut report = IncrementalReport {
-        status: Status::Completed,
-        dry_run: job.dry_run,
-        store: store.url(),
-        plan: dir.location.url(),
-        iteration: job.iteration,
-        current_generation: job.current_generation,
-        generation_lag: job.generation_lag,
-        deletion_rows,
-        processed_rows,
-        carried_over_rows: pending_rows - processed_rows,
-        concerned_blob_count: concerned.len() as u64,
-        younger_id_count: young.len() as u64,
-        reference_count: refs.rows,
-        referenced_blob_count,
-        candidate_count: candidates.len() as u64,
-        gced_blob_count: 0,
-        gced_bytes: 0,
-        error_count: 0,
-        remaining_deletion_rows: 0,
-        deletions_out: None,
-        salt: job.salt.clone(),
-        total_seconds: 0.0,
-    };
-    if !job.dry_run {
-        // Only blobs of completed batches leave the Deletions table: a failed one is retried
-        // by the next iteration.
-        let (metrics, deleted) = table_plan::sweep(dir, &job.sweep, progress).await?;
-        report.gced_blob_count = metrics.gced_blob_count;
-        report.gced_bytes = metrics.gced_bytes;
-        report.error_count = metrics.error_count;
-        report.status = Status::from_errors(metrics.error_count);
-        report.remaining_deletion_rows =
-            write_remaining(&ctx, deletions, deleted, &job.deletions_out).await?;
-        report.deletions_out = Some(job.deletions_out.clone());
-    }
-    report.total_seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+        .collect())
 }
 
 /// Whether `id` names, in its own `{family}_{generation}_` prefix, a generation younger than

@@ -40,6 +40,44 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// How to try again once `holder` is found in the lease (`version` its conditional-update
+    /// token): this run's own lease, left by a crash, is retaken; an expired one is taken over
+    /// (its run noted in `expired`); a live one is refused.
+    async fn next_try(
+        &self,
+        holder: LeaseRecord,
+        version: Option<UpdateVersion>,
+        now: DateTime<Utc>,
+        expired: &mut Option<String>,
+    ) -> Result<PutMode> {
+        if holder.run_id == self.record.run_id {
+            // This run's own lease, left by a crash: a resumed sweep retakes it.
+            return Ok(PutMode::Overwrite);
+        }
+        if holder.expires_at > now {
+            return Err(Error::aborted(format!(
+                "another blobgc run holds the lease of {}: run {} on host {} (pid {}) since {}, until {}; \
+                 wait for it, or once it is surely dead delete {}",
+                self.record.store,
+                holder.run_id,
+                holder.host,
+                holder.pid,
+                holder.acquired_at,
+                holder.expires_at,
+                self.url()
+            )));
+        }
+        tracing::warn!(holder = %holder.run_id, expired = %holder.expires_at, "taking over an expired lease");
+        *expired = Some(holder.run_id.clone());
+        Ok(match version {
+            Some(v) => PutMode::Update(v),
+            None => {
+                self.delete().await?;
+                PutMode::Create
+            }
+        })
+    }
+
     /// Takes the lease of `store` for `run_id` until `now + ttl`; exit 3 naming the holder when
     /// another run holds it.
     pub async fn acquire(
@@ -96,35 +134,11 @@ impl Lease {
                 }
                 Err(e) => return Err(lease.failed("taking", e)),
             }
-            let Some((holder, version)) = lease.read().await? else {
-                mode = PutMode::Create;
-                continue;
-            };
-            if holder.run_id == run_id {
-                // This run's own lease, left by a crash: a resumed sweep retakes it.
-                mode = PutMode::Overwrite;
-                continue;
-            }
-            if holder.expires_at > now {
-                return Err(Error::aborted(format!(
-                    "another blobgc run holds the lease of {store}: run {} on host {} (pid {}) since {}, until {}; \
-                     wait for it, or once it is surely dead delete {}",
-                    holder.run_id,
-                    holder.host,
-                    holder.pid,
-                    holder.acquired_at,
-                    holder.expires_at,
-                    lease.url()
-                )));
-            }
-            tracing::warn!(holder = %holder.run_id, expired = %holder.expires_at, "taking over an expired lease");
-            expired = Some(holder.run_id.clone());
-            mode = match version {
-                Some(v) => PutMode::Update(v),
-                None => {
-                    lease.delete().await?;
-                    PutMode::Create
+            mode = match lease.read().await? {
+                Some((holder, version)) => {
+                    lease.next_try(holder, version, now, &mut expired).await?
                 }
+                None => PutMode::Create,
             };
         }
         Err(Error::aborted(format!(

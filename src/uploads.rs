@@ -128,56 +128,8 @@ pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &Progress) -> Result
     let store = Location::parse(&job.store, "--store", &job.sweep.s3)?;
     guards::outside_store(&store, &dir.location, "the plan directory")?;
     let uploads = read_uploads(&job.uploads, &job.sweep.s3).await?;
-    let micros = |seconds: u64| seconds.min(i64::MAX as u64 / 1_000_000) as i64 * 1_000_000;
-    let now = job.now.timestamp_micros();
-    let expiry = now - micros(job.ttl_seconds);
-    let youngest_removable = now - micros(MIN_AGE_SECONDS);
-
-    let mut selected: Vec<Option<Why>> = uploads
-        .iter()
-        .map(|u| (u.at < expiry).then_some(Why::Ttl))
-        .collect();
-    if let Some(quota) = job.quota_bytes {
-        let mut by_user: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, u) in uploads.iter().enumerate() {
-            if selected[i].is_none() && !u.user.is_empty() {
-                by_user.entry(&u.user).or_default().push(i);
-            }
-        }
-        for rows in by_user.values_mut() {
-            let mut usage: i64 = rows.iter().map(|&i| uploads[i].size).sum();
-            if usage <= quota as i64 {
-                continue;
-            }
-            rows.sort_by_key(|&i| (uploads[i].at, i));
-            for &i in rows.iter() {
-                if usage <= quota as i64 / 2 || uploads[i].at >= youngest_removable {
-                    break;
-                }
-                selected[i] = Some(Why::Quota);
-                usage -= uploads[i].size;
-            }
-        }
-    }
-    let kept_blobs: HashSet<&str> = uploads
-        .iter()
-        .zip(&selected)
-        .filter(|(_, s)| s.is_none())
-        .map(|(u, _)| u.blob.as_str())
-        .collect();
-    let mut candidates: Vec<(&str, i64)> = Vec::new();
-    let mut seen = HashSet::new();
-    let mut shared = HashSet::new();
-    for (u, s) in uploads.iter().zip(&selected) {
-        if s.is_none() {
-            continue;
-        }
-        if kept_blobs.contains(u.blob.as_str()) {
-            shared.insert(u.blob.as_str());
-        } else if seen.insert(u.blob.as_str()) {
-            candidates.push((&u.blob, u.size));
-        }
-    }
+    let selected = select(job, &uploads);
+    let (candidates, shared) = candidates(&uploads, &selected);
 
     let source = SourceSummary {
         spec: SourceSpec {
@@ -242,6 +194,71 @@ pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &Progress) -> Result
     report.expired_upload_ids_written = expired.len() as u64;
     report.expired_out = Some(job.expired_out.clone());
     Ok(report)
+}
+
+/// Why each upload goes, if it does: past the TTL, or the oldest of a user over the quota
+/// (down to half of it, never one younger than an hour).
+fn select(job: &UploadsJob, uploads: &[Upload]) -> Vec<Option<Why>> {
+    let micros = |seconds: u64| seconds.min(i64::MAX as u64 / 1_000_000) as i64 * 1_000_000;
+    let now = job.now.timestamp_micros();
+    let expiry = now - micros(job.ttl_seconds);
+    let youngest_removable = now - micros(MIN_AGE_SECONDS);
+    let mut selected: Vec<Option<Why>> = uploads
+        .iter()
+        .map(|u| (u.at < expiry).then_some(Why::Ttl))
+        .collect();
+    let Some(quota) = job.quota_bytes else {
+        return selected;
+    };
+    let mut by_user: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, u) in uploads.iter().enumerate() {
+        if selected[i].is_none() && !u.user.is_empty() {
+            by_user.entry(&u.user).or_default().push(i);
+        }
+    }
+    for rows in by_user.values_mut() {
+        let mut usage: i64 = rows.iter().map(|&i| uploads[i].size).sum();
+        if usage <= quota as i64 {
+            continue;
+        }
+        rows.sort_by_key(|&i| (uploads[i].at, i));
+        for &i in rows.iter() {
+            if usage <= quota as i64 / 2 || uploads[i].at >= youngest_removable {
+                break;
+            }
+            selected[i] = Some(Why::Quota);
+            usage -= uploads[i].size;
+        }
+    }
+    selected
+}
+
+/// The blobs of the `selected` uploads to delete (each once, with its size), and those a kept
+/// upload shares: kept.
+fn candidates<'a>(
+    uploads: &'a [Upload],
+    selected: &[Option<Why>],
+) -> (Vec<(&'a str, i64)>, HashSet<&'a str>) {
+    let kept_blobs: HashSet<&str> = uploads
+        .iter()
+        .zip(selected)
+        .filter(|(_, s)| s.is_none())
+        .map(|(u, _)| u.blob.as_str())
+        .collect();
+    let mut candidates = Vec::new();
+    let mut seen = HashSet::new();
+    let mut shared = HashSet::new();
+    for (u, s) in uploads.iter().zip(selected) {
+        if s.is_none() {
+            continue;
+        }
+        if kept_blobs.contains(u.blob.as_str()) {
+            shared.insert(u.blob.as_str());
+        } else if seen.insert(u.blob.as_str()) {
+            candidates.push((u.blob.as_str(), u.size));
+        }
+    }
+    (candidates, shared)
 }
 
 /// Every row of the uploads table; a row the expiry cannot judge stops the run.

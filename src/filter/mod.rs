@@ -11,12 +11,16 @@
 //! 64-bit [`fingerprint`], so that a filter can be built from fingerprints alone
 //! ([`crate::spill`]).
 
-use crate::blob_id::BlobId;
+mod canonical;
+mod stored;
+
+pub(crate) use canonical::fully_canonical;
+pub(crate) use stored::hex;
+pub use stored::{StoredFilter, load_cached};
+
 use crate::error::{Error, Result};
-use crate::store::S3Options;
 use fastbloom::BloomFilter;
 use sha2::{Digest, Sha256};
-use std::sync::{Arc, LazyLock, Mutex};
 
 /// Size, hash count and seed: identical for every partial filter of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -386,149 +390,6 @@ pub(crate) fn extend_le_words(bytes: &[u8], out: &mut Vec<u64>) -> bool {
     true
 }
 
-/// The spelling every spelling of `id` ends at: [`non_canonical`] applied until nothing changes.
-/// One step is not enough for exact matching: `0_0_0_7_y` names the key `0_7_y` (family 0, whose
-/// delegate is `0_7_y`), and that key's own canonical form is `y`; a listed `0_7_y` and that
-/// reference meet only at the end of the chain. Each step removes characters, so it ends. Two
-/// ids sharing a spelling share this one, so a join on it misses no match the filter makes.
-#[inline]
-pub(crate) fn fully_canonical(id: &str) -> std::borrow::Cow<'_, str> {
-    // The path of nearly every id, inlined into the filter's insert and lookup.
-    if !may_be_non_canonical(id) {
-        return std::borrow::Cow::Borrowed(id);
-    }
-    let mut current = std::borrow::Cow::Borrowed(id);
-    while let Some(next) = non_canonical(&current) {
-        current = std::borrow::Cow::Owned(next);
-    }
-    current
-}
-
-/// The canonical spelling of `id` when it differs from `id`. Canonical text is `id` with
-/// characters removed (a `0_0_` prefix, leading zeros), so equal lengths mean equal texts and
-/// the common case costs no allocation.
-pub(crate) fn non_canonical(id: &str) -> Option<String> {
-    if !may_be_non_canonical(id) {
-        return None;
-    }
-    let parsed = BlobId::parse(id).ok()?;
-    let digits = |n: u64| n.checked_ilog10().map_or(1, |d| d as usize + 1);
-    let canonical_len = if parsed.family == 0 {
-        parsed.delegate.len()
-    } else {
-        digits(u64::from(parsed.family)) + digits(parsed.generation) + 2 + parsed.delegate.len()
-    };
-    (canonical_len != id.len()).then(|| parsed.to_string())
-}
-
-/// Whether `id` may have another spelling: only a family or generation field starting with
-/// `0` (a `0_` family-0 prefix, or a leading zero) makes one. Most ids skip the full parse;
-/// this runs for every id inserted or probed.
-#[inline]
-fn may_be_non_canonical(id: &str) -> bool {
-    let b = id.as_bytes();
-    let mut start = 0;
-    for _ in 0..2 {
-        let Some(len) = b[start..].iter().position(|&c| c == b'_') else {
-            return false;
-        };
-        if b[start] == b'0' {
-            return true;
-        }
-        start += len + 1;
-    }
-    false
-}
-
-/// A filter stored next to a plan, and the SHA-256 of its encoded bytes that every reader
-/// checks: a location can be reused (a plan directory given again), a checksum cannot.
-pub struct StoredFilter;
-
-impl StoredFilter {
-    /// The column of the Parquet file the reduce stage writes that holds the encoded filter.
-    pub const COLUMN: &'static str = "filter";
-
-    /// The SHA-256 of encoded filter bytes, in hex.
-    pub fn checksum(bytes: &[u8]) -> String {
-        hex(&Sha256::digest(bytes))
-    }
-
-    /// The encoded filter in `bytes`, read from `location`: the file itself, or for a
-    /// `.parquet` file the first value of its [`Self::COLUMN`].
-    pub fn encoded(location: &str, bytes: bytes::Bytes) -> Result<Vec<u8>> {
-        if !location.ends_with(".parquet") {
-            return Ok(bytes.to_vec());
-        }
-        use arrow::array::{Array, AsArray};
-        let bad = |m: String| Error::runtime(format!("Bloom filter file {location}: {m}"));
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| bad(e.to_string()))?
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| bad(e.to_string()))?;
-            let column = batch
-                .column_by_name(Self::COLUMN)
-                .ok_or_else(|| bad(format!("no {:?} column", Self::COLUMN)))?;
-            let column = column
-                .as_binary_opt::<i32>()
-                .ok_or_else(|| bad(format!("{:?} is not binary", Self::COLUMN)))?;
-            if !column.is_empty() && column.is_valid(0) {
-                return Ok(column.value(0).to_vec());
-            }
-        }
-        Err(bad("holds no filter".to_string()))
-    }
-
-    /// Checks `encoded` against `checksum`, then decodes it.
-    pub fn verify_and_decode(location: &str, checksum: &str, encoded: &[u8]) -> Result<Bloom> {
-        if Self::checksum(encoded) != checksum {
-            return Err(Error::runtime(format!(
-                "Bloom filter at {location} does not match its checksum {checksum}: refusing to use it"
-            )));
-        }
-        Bloom::decode(encoded)
-    }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Filters loaded by this process, by location and checksum. Few runs share a process, so the
-/// cache is kept tiny: a filter can be large and an executor lives long.
-type Loaded = Vec<(String, Arc<Bloom>)>;
-static LOADED: LazyLock<Mutex<Loaded>> = LazyLock::new(|| Mutex::new(Vec::new()));
-const LOADED_KEPT: usize = 2;
-
-/// The filter stored at `location` with `checksum`, loaded once per process; its store is
-/// reached with `s3`.
-pub fn load_cached(location: &str, checksum: &str, s3: &S3Options) -> Result<Arc<Bloom>> {
-    let key = format!("{checksum}@{location}");
-    let cached = || {
-        LOADED.lock().ok().and_then(|v| {
-            v.iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, f)| Arc::clone(f))
-        })
-    };
-    if let Some(f) = cached() {
-        return Ok(f);
-    }
-    let bytes = crate::store::read_blocking(location, s3)?;
-    let encoded = StoredFilter::encoded(location, bytes)?;
-    let filter = Arc::new(StoredFilter::verify_and_decode(
-        location, checksum, &encoded,
-    )?);
-    if let Ok(mut v) = LOADED.lock() {
-        if v.len() >= LOADED_KEPT {
-            v.remove(0);
-        }
-        v.push((key, Arc::clone(&filter)));
-    }
-    Ok(filter)
-}
-
 mod seed_hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -544,7 +405,9 @@ mod seed_hex {
 
 #[cfg(test)]
 mod tests {
+    use super::canonical::non_canonical;
     use super::*;
+    use crate::blob_id::BlobId;
 
     fn params() -> FilterParams {
         FilterParams::for_items(1_000, 0.01, FilterParams::seed_from_salt("s"))
