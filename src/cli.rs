@@ -7,7 +7,7 @@ use crate::cluster::process::{ExecutorArgs, SchedulerArgs};
 use crate::error::{Error, Result};
 use crate::generation::parse_duration;
 use crate::incremental::{self, IncrementalArgs};
-use crate::job::{Job, JobArgs, parse_now};
+use crate::job::{JobArgs, parse_now};
 use crate::lease::Lease;
 use crate::plan::plan;
 use crate::plan_dir::PlanDir;
@@ -15,9 +15,12 @@ use crate::plan_root::PlanRoot;
 use crate::progress::{Event, Progress};
 use crate::quarantine::{self, Quarantine};
 use crate::report::{Report, Status};
+use crate::run::{
+    Cluster, give_back, new_plan_dir, plan_dir_or_temporary, plan_root, remove_temporary, run,
+    sweep_plan, take_lease,
+};
 use crate::store::{Location, S3Options};
-use crate::summary::PlanStatus;
-use crate::sweep::{SweepOptions, sweep};
+use crate::sweep::SweepOptions;
 use crate::uploads::{self, UploadsArgs};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -207,7 +210,7 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
     match command {
         Command::Run(args) => {
             let job = args.resolve(chrono::Utc::now)?;
-            let report = run(&job).await?;
+            let report = run(&job, &progress()).await?;
             Ok((Output::Gc(Box::new(report)), job.report))
         }
         Command::Plan { job, out } => plan_only(job, out).await,
@@ -217,7 +220,7 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             let s3 = &job.sweep.s3;
             let (dir, temporary) =
                 plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
-            let mut out = incremental::run(&job, &dir, &bar()).await?;
+            let mut out = incremental::run(&job, &dir, &progress()).await?;
             if remove_temporary(temporary, out.status) {
                 out.plan = format!("{} (temporary, removed)", out.plan);
             }
@@ -228,7 +231,7 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             let s3 = &job.sweep.s3;
             let (dir, temporary) =
                 plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
-            let mut out = uploads::run(&job, &dir, &bar()).await?;
+            let mut out = uploads::run(&job, &dir, &progress()).await?;
             if remove_temporary(temporary, out.status) {
                 out.plan = format!("{} (temporary, removed)", out.plan);
             }
@@ -271,7 +274,7 @@ async fn plan_only(args: JobArgs, out: Option<String>) -> Result<(Output, Option
         }
     };
     let lease = take_lease(&job, root.as_ref()).await?;
-    let planned = plan(&job, &dir, &spinner()).await;
+    let planned = plan(&job, &dir, &progress()).await;
     let summary = give_back(lease, planned).await?;
     let report = Report::new(&summary, dir.location.url(), None, true);
     Ok((Output::Gc(Box::new(report)), job.report))
@@ -309,18 +312,10 @@ async fn sweep_only(args: SweepArgs) -> Result<(Output, Option<PathBuf>)> {
         scheduler: args.scheduler.clone(),
         partitions: args.partitions.unwrap_or_else(crate::options::partitions),
     };
-    let swept = sweep_plan(&dir, &options, &on).await;
+    let swept = sweep_plan(&dir, &options, &on, &progress()).await;
     let (summary, metrics) = give_back(lease, swept).await?;
     let report = Report::new(&summary, dir.location.url(), Some(&metrics), false);
     Ok((Output::Gc(Box::new(report)), args.report))
-}
-
-/// The job's plan root, when it has one.
-fn plan_root(job: &Job) -> Result<Option<PlanRoot>> {
-    job.plan_root
-        .as_deref()
-        .map(|root| PlanRoot::parse(root, &job.s3))
-        .transpose()
 }
 
 /// What a command prints: its JSON report as the last line of stdout.
@@ -399,146 +394,6 @@ impl Output {
     }
 }
 
-/// The lease of the job's store under `root`, when there is a root.
-async fn take_lease(job: &Job, root: Option<&PlanRoot>) -> Result<Option<Lease>> {
-    let Some(root) = root else {
-        return Ok(None);
-    };
-    let store = Location::parse(&job.store, "--store", &job.s3)?.url();
-    let lease = Lease::acquire(
-        root,
-        &store,
-        &job.run_id,
-        job.lease_ttl_seconds,
-        chrono::Utc::now(),
-    )
-    .await?;
-    Ok(Some(lease))
-}
-
-/// Gives `lease` back, then returns `result`: whatever the outcome, the lease is released.
-async fn give_back<T>(lease: Option<Lease>, result: Result<T>) -> Result<T> {
-    let released = match lease {
-        Some(lease) => lease.release().await,
-        None => Ok(()),
-    };
-    match (result, released) {
-        (Ok(value), released) => released.map(|()| value),
-        // The run's own failure is the one to report; the lease expires in any case.
-        (Err(e), Err(release)) => {
-            tracing::warn!(%release, "could not give the lease back");
-            Err(e)
-        }
-        (Err(e), Ok(())) => Err(e),
-    }
-}
-
-/// Plan, then sweep unless aborted or dry. Under a plan root the plan is kept as the run's
-/// history; a temporary plan directory is removed afterwards unless the sweep is partial: then
-/// it is what `blobgc sweep --plan` resumes.
-pub async fn run(job: &Job) -> Result<Report> {
-    let root = plan_root(job)?;
-    let lease = take_lease(job, root.as_ref()).await?;
-    let result = run_leased(job, root.as_ref(), lease.as_ref()).await;
-    give_back(lease, result).await
-}
-
-async fn run_leased(job: &Job, root: Option<&PlanRoot>, lease: Option<&Lease>) -> Result<Report> {
-    if job.scheduler.is_some() && job.plan_dir.is_none() && root.is_none() {
-        return Err(Error::usage(
-            "--scheduler needs --plan-dir or --plan-root where the executors can read and write \
-             (a temporary directory of this process is out of their reach)",
-        ));
-    }
-    let (dir, temporary) = match (&job.plan_dir, root) {
-        (None, Some(root)) => (root.plan_dir(&job.run_id)?, None),
-        (given, _) => plan_dir_or_temporary(given.as_deref(), &job.run_id, &job.s3).await?,
-    };
-    let summary = plan(job, &dir, &spinner()).await?;
-    if summary.status == PlanStatus::Planned
-        && !job.dry_run
-        && let Some(lease) = lease
-    {
-        lease.check(chrono::Utc::now()).await?;
-    }
-    let metrics = if summary.status == PlanStatus::Planned && !job.dry_run {
-        let options = SweepOptions {
-            concurrency: job.delete_concurrency,
-            store: None,
-            max_deletes_per_second: job.max_deletes_per_second,
-            s3: job.s3.clone(),
-        };
-        let on = Cluster {
-            scheduler: job.scheduler.clone(),
-            partitions: job.partitions,
-        };
-        Some(sweep_plan(&dir, &options, &on).await?.1)
-    } else {
-        None
-    };
-    let mut report = Report::new(&summary, dir.location.url(), metrics.as_ref(), job.dry_run);
-    if remove_temporary(temporary, report.status) {
-        report.plan = format!("{} (temporary, removed)", report.plan);
-    }
-    Ok(report)
-}
-
-/// Where a sweep runs: in this process, or on a Ballista cluster.
-struct Cluster {
-    scheduler: Option<String>,
-    partitions: usize,
-}
-
-async fn sweep_plan(
-    dir: &PlanDir,
-    options: &SweepOptions,
-    on: &Cluster,
-) -> Result<(crate::summary::PlanSummary, crate::sweep::SweepMetrics)> {
-    match &on.scheduler {
-        None => sweep(dir, options, &bar()).await,
-        Some(url) => {
-            let ctx = crate::cluster::remote(url, on.partitions, &options.s3).await?;
-            crate::sweep::sweep_on_cluster(&ctx, dir, options, &bar()).await
-        }
-    }
-}
-
-/// The plan directory given, or a fresh temporary one (returned too, to remove afterwards).
-async fn plan_dir_or_temporary(
-    given: Option<&str>,
-    run_id: &str,
-    s3: &S3Options,
-) -> Result<(PlanDir, Option<PathBuf>)> {
-    match given {
-        Some(d) => Ok((new_plan_dir(d, "--plan-dir", s3).await?, None)),
-        None => {
-            // Unique per run: two runs with the same clock and salt must never share a plan.
-            let tmp = std::env::temp_dir().join(format!("blobgc-plan-{run_id}"));
-            let dir = new_plan_dir(&tmp.display().to_string(), "--plan-dir", s3).await?;
-            Ok((dir, Some(tmp)))
-        }
-    }
-}
-
-/// Removes a temporary plan directory unless the sweep was partial (the plan is then what
-/// `blobgc sweep --plan` resumes); whether it did.
-fn remove_temporary(temporary: Option<PathBuf>, status: Status) -> bool {
-    temporary
-        .filter(|_| status != Status::Partial)
-        .is_some_and(|tmp| std::fs::remove_dir_all(tmp).is_ok())
-}
-
-/// A plan directory that holds no plan yet: a second plan must never mix with a first one.
-async fn new_plan_dir(text: &str, flag: &str, s3: &S3Options) -> Result<PlanDir> {
-    let dir = PlanDir::new(Location::parse(text, flag, s3)?);
-    if dir.read_summary().await.is_ok() {
-        return Err(Error::usage(format!(
-            "{flag} {text} already holds a plan: sweep it with `blobgc sweep --plan {text}` or choose another directory"
-        )));
-    }
-    Ok(dir)
-}
-
 fn visible(pb: ProgressBar) -> ProgressBar {
     if std::io::stderr().is_terminal() {
         pb.set_draw_target(ProgressDrawTarget::stderr());
@@ -548,32 +403,25 @@ fn visible(pb: ProgressBar) -> ProgressBar {
     }
 }
 
-/// A phase's progress drawn on `pb`.
-fn drawn(pb: ProgressBar) -> Progress {
-    Progress::new(move |event| match event {
-        Event::Step(what) => pb.set_message(what.to_string()),
-        Event::Total(units) => pb.set_length(units),
-        Event::Advance(units) => pb.inc(units),
-    })
-}
-
-fn spinner() -> Progress {
+/// Progress drawn on stderr when it is a terminal: a spinner with the step and the listed
+/// blobs probed, then a bar of the batches deleted once a sweep says how many there are.
+fn progress() -> Progress {
     let pb = visible(ProgressBar::new_spinner());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {msg}: {human_pos} blobs probed ({elapsed})")
-    {
-        pb.set_style(style);
+    let style = |template| ProgressStyle::with_template(template).ok();
+    if let Some(s) = style("{spinner} {msg}: {human_pos} blobs probed ({elapsed})") {
+        pb.set_style(s);
     }
     pb.enable_steady_tick(Duration::from_millis(200));
-    drawn(pb)
-}
-
-fn bar() -> Progress {
-    let pb = visible(ProgressBar::new(0));
-    if let Ok(style) =
-        ProgressStyle::with_template("deleting {bar:30} {pos}/{len} batches ({elapsed}, eta {eta})")
-    {
-        pb.set_style(style);
-    }
-    drawn(pb)
+    let bar = style("deleting {bar:30} {pos}/{len} batches ({elapsed}, eta {eta})");
+    Progress::new(move |event| match event {
+        Event::Step(what) => pb.set_message(what.to_string()),
+        Event::Total(units) => {
+            if let Some(bar) = &bar {
+                pb.set_style(bar.clone());
+            }
+            pb.set_length(units);
+            pb.set_position(0);
+        }
+        Event::Advance(units) => pb.inc(units),
+    })
 }

@@ -4,42 +4,45 @@
 //! finds the blobs nothing references any more (ADR 49 of Apache James):
 //!
 //! 1. [`references`]: every entity referencing blobs is a Parquet table of ids;
-//! 2. [`filter`] + [`functions`]: a salted Bloom filter of the references, built as partial
-//!    filters per partition and OR-merged (in-process, from the references' fingerprints, which
-//!    one pass writes to a local [`spill`]);
-//! 3. [`plan`]: the [`listing`] of the store is probed; ids that are eligible under the
+//! 2. [`filter`]: a salted Bloom filter of the references, built as partial filters per
+//!    partition and OR-merged;
+//! 3. [`plan()`]: the [`listing`] of the store is probed; ids that are eligible under the
 //!    [`generation`] rule ([`blob_id`]) and not in the filter become deletion batches in a
-//!    [`plan_dir`];
-//! 4. [`sweep`]: the batches are deleted from the [`store`], resumably.
+//!    [`PlanDir`], with a [`PlanSummary`];
+//! 4. [`sweep()`]: the batches are deleted from the store, resumably.
 //!
-//! The [`report`] tells what happened; [`job`] and [`cli`] are the outside interface; the
-//! [`cluster`] runs the same plan on Ballista; [`allocator`] tunes the memory allocator of
-//! its binaries.
+//! [`run()`] does all of it as `blobgc run` does (its module has an example on a `memory://`
+//! store); the [`Report`] tells what happened. A [`Job`] is made in code, or from flags and a
+//! job file ([`JobArgs`]); [`Progress`] is a callback for long work. The same plan runs on a
+//! Ballista cluster with [`Job::scheduler`] (the `blobgc scheduler` and `blobgc executor`
+//! processes of [`cli`]). [`incremental`] (ADR 39) and [`uploads`] (JMAP upload expiry) are the
+//! other modes.
 
 pub mod allocator;
 pub mod blob_id;
 pub mod breakers;
 pub mod cli;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod error;
 pub mod filter;
 mod frame;
-pub mod functions;
+pub(crate) mod functions;
 pub mod generation;
 mod guards;
 pub mod incremental;
 pub mod job;
-pub mod lease;
+pub(crate) mod lease;
 pub mod listing;
 pub mod options;
 pub mod plan;
 pub mod plan_dir;
-pub mod plan_root;
+pub(crate) mod plan_root;
 pub mod progress;
-pub mod quarantine;
+pub(crate) mod quarantine;
 pub mod references;
-pub mod registry;
+pub(crate) mod registry;
 pub mod report;
+pub mod run;
 pub mod session;
 pub mod spill;
 pub mod store;
@@ -47,4 +50,16 @@ pub mod summary;
 pub mod sweep;
 mod table_plan;
 pub mod uploads;
-pub mod verify;
+pub(crate) mod verify;
+
+pub use error::{Error, Result};
+pub use job::{Job, JobArgs, Strategy, Verify};
+pub use plan::plan;
+pub use plan_dir::PlanDir;
+pub use progress::Progress;
+pub use references::SourceSpec;
+pub use report::Report;
+pub use run::run;
+pub use store::{Location, S3Options};
+pub use summary::{PlanStatus, PlanSummary};
+pub use sweep::{SweepMetrics, SweepOptions, sweep};

@@ -1,5 +1,6 @@
 //! The DataFusion session of a job in this process: blobgc's functions registered, and the
-//! job's store registry ([`crate::registry`]), as on every process of a cluster.
+//! job's store registry (its object stores made from the job's own options), as on every
+//! process of a cluster.
 
 use crate::error::Result;
 use crate::functions;

@@ -5,9 +5,9 @@
 //! spill, a file per partition, and into a HyperLogLog [`Sketch`] of the distinct references.
 //! The Bloom filter hashes an id through its fingerprint ([`Bloom::hash`]), so it is then built
 //! from the spill (partial filters per file, OR-merged), sized from the sketch, without reading
-//! the references again; the verification reads the same files ([`crate::verify`]). A cluster,
+//! the references again; the exact verification of the candidates reads the same files. A cluster,
 //! whose executors share no disk, reads the references twice instead: an estimating pass, then
-//! the build ([`crate::functions`]).
+//! the build (the `blobgc_bloom_build` aggregate).
 //!
 //! **The danger:** a spill short of fingerprints makes a filter short of references, which
 //! deletes live blobs. So the fingerprints written are counted against the ids read, those read

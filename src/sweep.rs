@@ -1,7 +1,7 @@
 //! The sweep: executes a plan's deletion batches against the store.
 //!
 //! **What it deletes:** exactly the ids in the batches listed by a `planned` summary (moved
-//! into quarantine first when the plan names one, see [`crate::quarantine`]), and
+//! into quarantine first when the plan names one, `--quarantine`), and
 //! before each batch it re-checks that every id is still eligible under the plan's generation
 //! rule (a corrupted or hand-edited batch aborts instead of deleting an active blob).
 //! **Resuming:** a batch is marked done only once every key in it is gone, so a rerun after a

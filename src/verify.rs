@@ -247,6 +247,62 @@ pub async fn confirm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::references::SourceSpec;
+    use crate::store::Location;
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+
+    fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn exact_verification_finds_a_referenced_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (referenced, orphan) = ("1_557_referenced", "1_557_orphan");
+        // The reference spells the id another way: it must still be caught.
+        let respelled = referenced.replacen("1_557_", "1_0557_", 1);
+        let refs = dir.path().join("refs.parquet");
+        let table = batch(vec![(
+            "blob_id",
+            Arc::new(StringArray::from(vec![respelled])) as ArrayRef,
+        )]);
+        let mut writer = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&refs).unwrap(),
+            table.schema(),
+            None,
+        )
+        .unwrap();
+        writer.write(&table).unwrap();
+        writer.close().unwrap();
+        let spec = SourceSpec::parse_flag(&format!("messages={}", refs.display())).unwrap();
+        let ctx = crate::session::local(2, &Default::default()).unwrap();
+        let source = crate::references::open(&ctx, &spec).await.unwrap();
+        let plan = dir.path().join("plan");
+        let plan = PlanDir::new(
+            Location::parse(plan.to_str().unwrap(), "plan", &Default::default()).unwrap(),
+        );
+        // A batch as a Bloom filter with a false negative would write it.
+        let buggy = batch(vec![
+            (
+                "blob_id",
+                Arc::new(StringArray::from(vec![orphan, referenced])) as ArrayRef,
+            ),
+            (
+                "size",
+                Arc::new(Int64Array::from(vec![1i64, 1])) as ArrayRef,
+            ),
+        ]);
+        plan.write_batch("buggy", &buggy).await.unwrap();
+        let batches = ["buggy".to_string()];
+        let candidates = Arc::new(fingerprints(&plan, &batches).await.unwrap());
+        let checked = check_references(source.ids, Some(candidates), None)
+            .await
+            .unwrap();
+        let found = confirm(&plan, &batches, &checked.suspects, 5)
+            .await
+            .unwrap();
+        assert_eq!(found, vec![referenced.to_string()]);
+    }
 
     proptest::proptest! {
         #[test]

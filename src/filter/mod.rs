@@ -9,7 +9,7 @@
 //! The seed is derived from the run's salt, so each run hashes ids differently and a blob kept
 //! by a false positive in one run is collected by a later one. Ids are hashed through their
 //! 64-bit [`fingerprint`], so that a filter can be built from fingerprints alone
-//! ([`crate::spill`]).
+//! (in-process, a spill of the references' fingerprints).
 
 mod canonical;
 mod stored;
@@ -94,9 +94,9 @@ pub fn id_hash(seed: u64, id: &str) -> u64 {
     twox_hash::XxHash3_64::oneshot_with_seed(seed, id.as_bytes())
 }
 
-/// The fingerprint of an id: the hash of its [`fully_canonical`] spelling under a fixed seed, so
+/// The fingerprint of an id: the hash of its fully canonical spelling under a fixed seed, so
 /// every spelling of one blob has one fingerprint. The filter hashes ids through it
-/// ([`Bloom::hash`]), the spill keeps it ([`crate::spill`]), the verification compares it.
+/// ([`Bloom::hash`]), the in-process spill keeps it, the verification compares it.
 #[inline]
 pub fn fingerprint(id: &str) -> u64 {
     id_hash(0, &fully_canonical(id))
@@ -133,7 +133,7 @@ impl Bloom {
 
     /// The hash this filter keys an id by: its [`fingerprint`], hashed again under the run's
     /// seed ([`Self::hash_fingerprint`]). The fingerprint is that of the spelling all its
-    /// spellings end at ([`fully_canonical`]: `0_0_abc` is the blob `abc`, `1_0557_x` the blob
+    /// spellings end at (its fully canonical one: `0_0_abc` is the blob `abc`, `1_0557_x` the blob
     /// `1_557_x`), so no spelling of a reference is missed, and the filter matches exactly the
     /// pairs the exact strategy joins.
     #[inline]
@@ -162,7 +162,7 @@ impl Bloom {
 
     /// Inserts ids by their [`Self::hash`]es. The bits of an id lie on `num_hashes` random
     /// cache lines of a filter far larger than the CPU caches, so one at a time each insert
-    /// waits for memory; here the lines of the id [`LOOKAHEAD`] places on are fetched while
+    /// waits for memory; here the lines of the id `LOOKAHEAD` places on are fetched while
     /// this one's bits are set.
     pub fn insert_hashes(&mut self, hashes: &[u64]) {
         for (i, &h) in hashes.iter().enumerate() {

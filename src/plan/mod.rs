@@ -6,7 +6,7 @@
 //! an entity missing from the sources looks like garbage. So planning stops (status `aborted`,
 //! nothing to sweep) on any doubt about the inputs: a missing or empty source, a malformed listed
 //! id, a filter fuller than it was sized for, a breaker, or a candidate the exact verification
-//! finds referenced. Planning never deletes; see [`crate::sweep`].
+//! finds referenced. Planning never deletes; see [`mod@crate::sweep`].
 //!
 //! The work is split the Spark way: every partition of the reference scan builds a partial
 //! filter, the partials are OR-merged in a reduce stage, the merged filter is stored next to the

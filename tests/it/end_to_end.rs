@@ -224,55 +224,6 @@ fn other_families_and_legacy_ids_are_eligible() {
     assert_eq!(f.left(), BTreeSet::from([current]));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn exact_verification_finds_a_referenced_candidate() {
-    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
-    use blobgc::plan_dir::PlanDir;
-    use blobgc::store::Location;
-    let f = Fixture::new();
-    let (referenced, orphan) = (id(557, "referenced"), id(557, "orphan"));
-    // The reference spells the id another way: it must still be caught.
-    let respelled = referenced.replacen("1_557_", "1_0557_", 1);
-    let spec =
-        blobgc::references::SourceSpec::parse_flag(&f.refs("messages", &[&respelled])).unwrap();
-    let ctx = blobgc::session::local(2, &Default::default()).unwrap();
-    let source = blobgc::references::open(&ctx, &spec).await.unwrap();
-    let dir = PlanDir::new(
-        Location::parse(
-            f.path("plan").to_str().unwrap(),
-            "plan",
-            &Default::default(),
-        )
-        .unwrap(),
-    );
-    // A batch as a Bloom filter with a false negative would write it.
-    let batch = RecordBatch::try_from_iter(vec![
-        (
-            "blob_id",
-            std::sync::Arc::new(StringArray::from(vec![
-                orphan.as_str(),
-                referenced.as_str(),
-            ])) as ArrayRef,
-        ),
-        (
-            "size",
-            std::sync::Arc::new(Int64Array::from(vec![1i64, 1])) as ArrayRef,
-        ),
-    ])
-    .unwrap();
-    dir.write_batch("buggy", &batch).await.unwrap();
-    let batches = ["buggy".to_string()];
-    let fingerprints =
-        std::sync::Arc::new(blobgc::verify::fingerprints(&dir, &batches).await.unwrap());
-    let checked = blobgc::verify::check_references(source.ids, Some(fingerprints), None)
-        .await
-        .unwrap();
-    let found = blobgc::verify::confirm(&dir, &batches, &checked.suspects, 5)
-        .await
-        .unwrap();
-    assert_eq!(found, vec![referenced]);
-}
-
 /// A reference may spell an id differently (`1_0557_x`, `0_0_x`): both strategies keep the blob.
 /// Also when the stored key is itself a spelling with another canonical form: `0_0_0_7_y` names
 /// the key `0_7_y` (family 0, delegate `0_7_y`), which James would itself write as `y`.

@@ -11,6 +11,7 @@ mod end_to_end;
 mod fault_proxy;
 mod fuzz;
 mod incremental;
+mod layout;
 mod properties;
 mod s3;
 mod s3_server;
