@@ -6,21 +6,10 @@ use super::engine::Engine;
 use super::sizing::{self, RESIZE_ABOVE};
 use super::{Built, Run};
 use crate::error::{Error, Result};
-use crate::filter::{FilterParams, StoredFilter};
-use crate::frame;
-use crate::functions;
-use crate::listing::BLOB_ID;
-use crate::plan_dir::PlanDir;
+use crate::filter::FilterParams;
 use crate::summary::{FilterSummary, PlanSummary};
-use arrow::array::{Array, AsArray};
-use datafusion::common::config::TableParquetOptions;
-use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::functions_aggregate::count::count_all;
-use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::logical_expr::{col, lit};
 use datafusion::prelude::DataFrame;
 use object_store::ObjectStoreExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// The run's filter of `references` (`rows` id values), sized from the job, the engine's
 /// sketch, the `previous` run or an estimating pass, in that order; its figures go into
@@ -107,76 +96,4 @@ pub(super) async fn filter(
 async fn estimate(run: &Run<'_>, references: &DataFrame, rows: u64) -> Result<u64> {
     run.progress.step("estimating the distinct references");
     sizing::distinct_estimate(references.clone(), rows).await
-}
-
-/// Partial filters per partition of the union of every source's id columns, OR-merged and
-/// folded to `fpp` in the reduce stage, which writes the filter (with the non-null id count and
-/// the row count of the same scan) next to the plan itself as `stem.parquet`: on a cluster it
-/// never travels to the client or in a plan. The client reads it back once, for its statistics
-/// and checksum.
-pub(super) async fn by_aggregate(
-    all: DataFrame,
-    params: FilterParams,
-    fpp: f64,
-    dir: &PlanDir,
-    stem: &str,
-) -> Result<Built> {
-    let name = format!("{stem}.parquet");
-    let args = vec![
-        col(BLOB_ID),
-        lit(params.num_bits),
-        lit(u64::from(params.num_hashes)),
-        lit(format!("{:032x}", params.seed)),
-        lit(fpp),
-    ];
-    let build = functions::bloom_build().call(args);
-    let location = dir.location.child_url(&name);
-    let mut options = TableParquetOptions::default();
-    // One value of random bits: nothing to compress, index or summarise.
-    options.global.compression = Some("uncompressed".to_string());
-    options.global.dictionary_enabled = Some(false);
-    options.global.statistics_enabled = Some("none".to_string());
-    all.aggregate(
-        vec![],
-        vec![
-            build.alias(StoredFilter::COLUMN),
-            count(col(BLOB_ID)).alias("ids"),
-            count_all().alias("rows"),
-        ],
-    )?
-    .write_parquet(
-        &location,
-        DataFrameWriteOptions::new().with_single_file_output(true),
-        Some(options),
-    )
-    .await
-    .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
-
-    let bytes = dir.location.read(&dir.location.child(&name)).await?;
-    let bad = |m: String| Error::runtime(format!("Bloom filter file {location}: {m}"));
-    let mut reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| bad(e.to_string()))?
-        .build()
-        .map_err(|e| bad(e.to_string()))?;
-    let row = reader
-        .next()
-        .transpose()
-        .map_err(|e| bad(e.to_string()))?
-        .filter(|b| b.num_rows() == 1)
-        .ok_or_else(|| bad("expected one row".to_string()))?;
-    let filter = row.column(0).as_binary_opt::<i32>();
-    let encoded = filter
-        .filter(|f| f.is_valid(0))
-        .map(|f| f.value(0))
-        .ok_or_else(|| bad("no filter".to_string()))?;
-    let checksum = StoredFilter::checksum(encoded);
-    let bloom = StoredFilter::verify_and_decode(&location, &checksum, encoded)?;
-    Ok(Built {
-        bloom,
-        name,
-        location,
-        checksum,
-        ids: frame::count_at(&row, 1)?,
-        rows: frame::count_at(&row, 2)?,
-    })
 }

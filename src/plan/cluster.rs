@@ -1,10 +1,12 @@
 //! The steps of a plan that differ on a Ballista cluster, whose executors share no memory or
 //! disk with this process: they read the store, the tables and the plan directory by URL, and
-//! send back counts and candidates.
+//! send back counts and candidates. The filter built by an aggregate is the cluster's way,
+//! and this process's when the references' fingerprints could not be spilled.
 
+use super::Built;
 use super::probe::{Probed, canonical};
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams};
+use crate::filter::{Bloom, FilterParams, StoredFilter};
 use crate::frame;
 use crate::functions;
 use crate::generation::IdClass;
@@ -14,14 +16,16 @@ use crate::progress::Progress;
 use crate::store::Location;
 use crate::summary::{MALFORMED_EXAMPLES, PlanCounts};
 use crate::verify;
-use arrow::array::AsArray;
+use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, sum};
 use datafusion::logical_expr::{Expr, cast as cast_expr, col, lit, not, when};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::TryStreamExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// False-positive rate of the candidates' filter in the verification: few enough suspects to
 /// compare all of them exactly here.
@@ -217,4 +221,76 @@ pub(super) async fn verify(
     )
     .await?;
     verify::confirm(dir, batches, &suspects, MALFORMED_EXAMPLES).await
+}
+
+/// Partial filters per partition of the union of every source's id columns, OR-merged and
+/// folded to `fpp` in the reduce stage, which writes the filter (with the non-null id count and
+/// the row count of the same scan) next to the plan itself as `stem.parquet`: on a cluster it
+/// never travels to the client or in a plan. The client reads it back once, for its statistics
+/// and checksum.
+pub(super) async fn by_aggregate(
+    all: DataFrame,
+    params: FilterParams,
+    fpp: f64,
+    dir: &PlanDir,
+    stem: &str,
+) -> Result<Built> {
+    let name = format!("{stem}.parquet");
+    let args = vec![
+        col(BLOB_ID),
+        lit(params.num_bits),
+        lit(u64::from(params.num_hashes)),
+        lit(format!("{:032x}", params.seed)),
+        lit(fpp),
+    ];
+    let build = functions::bloom_build().call(args);
+    let location = dir.location.child_url(&name);
+    let mut options = TableParquetOptions::default();
+    // One value of random bits: nothing to compress, index or summarise.
+    options.global.compression = Some("uncompressed".to_string());
+    options.global.dictionary_enabled = Some(false);
+    options.global.statistics_enabled = Some("none".to_string());
+    all.aggregate(
+        vec![],
+        vec![
+            build.alias(StoredFilter::COLUMN),
+            count(col(BLOB_ID)).alias("ids"),
+            count_all().alias("rows"),
+        ],
+    )?
+    .write_parquet(
+        &location,
+        DataFrameWriteOptions::new().with_single_file_output(true),
+        Some(options),
+    )
+    .await
+    .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
+
+    let bytes = dir.location.read(&dir.location.child(&name)).await?;
+    let bad = |m: String| Error::runtime(format!("Bloom filter file {location}: {m}"));
+    let mut reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| bad(e.to_string()))?
+        .build()
+        .map_err(|e| bad(e.to_string()))?;
+    let row = reader
+        .next()
+        .transpose()
+        .map_err(|e| bad(e.to_string()))?
+        .filter(|b| b.num_rows() == 1)
+        .ok_or_else(|| bad("expected one row".to_string()))?;
+    let filter = row.column(0).as_binary_opt::<i32>();
+    let encoded = filter
+        .filter(|f| f.is_valid(0))
+        .map(|f| f.value(0))
+        .ok_or_else(|| bad("no filter".to_string()))?;
+    let checksum = StoredFilter::checksum(encoded);
+    let bloom = StoredFilter::verify_and_decode(&location, &checksum, encoded)?;
+    Ok(Built {
+        bloom,
+        name,
+        location,
+        checksum,
+        ids: frame::count_at(&row, 1)?,
+        rows: frame::count_at(&row, 2)?,
+    })
 }

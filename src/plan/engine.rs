@@ -87,7 +87,7 @@ impl Engine {
             Engine::Local {
                 spill: Some(spill), ..
             } => local::build_filter(spill, params, fpp, dir, stem).await,
-            _ => super::build::by_aggregate(references.clone(), params, fpp, dir, stem).await,
+            _ => cluster::by_aggregate(references.clone(), params, fpp, dir, stem).await,
         }
     }
 
