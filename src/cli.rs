@@ -9,12 +9,13 @@ use crate::generation::parse_duration;
 use crate::incremental::{self, IncrementalArgs};
 use crate::job::{JobArgs, parse_now};
 use crate::lease::Lease;
+use crate::outcome::Outcome;
 use crate::plan::plan;
 use crate::plan_dir::PlanDir;
 use crate::plan_root::PlanRoot;
 use crate::progress::{Event, Progress};
 use crate::quarantine::{self, Quarantine};
-use crate::report::{Report, Status};
+use crate::report::Report;
 use crate::run::{
     Cluster, give_back, new_plan_dir, plan_dir_or_temporary, plan_root, remove_temporary, run,
     sweep_plan, take_lease,
@@ -206,12 +207,12 @@ pub fn main() -> i32 {
     }
 }
 
-async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
+async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>)> {
     match command {
         Command::Run(args) => {
             let job = args.resolve(chrono::Utc::now)?;
             let report = run(&job, &progress()).await?;
-            Ok((Output::Gc(Box::new(report)), job.report))
+            Ok((Box::new(report), job.report))
         }
         Command::Plan { job, out } => plan_only(job, out).await,
         Command::Sweep(args) => sweep_only(args).await,
@@ -224,7 +225,7 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             if remove_temporary(temporary, out.status) {
                 out.plan = format!("{} (temporary, removed)", out.plan);
             }
-            Ok((Output::Incremental(out), report))
+            Ok((Box::new(out), report))
         }
         Command::Uploads(args) => {
             let (job, plan_dir, report) = args.resolve()?;
@@ -235,7 +236,7 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             if remove_temporary(temporary, out.status) {
                 out.plan = format!("{} (temporary, removed)", out.plan);
             }
-            Ok((Output::Uploads(out), report))
+            Ok((Box::new(out), report))
         }
         Command::Purge(args) => {
             let older_than =
@@ -246,13 +247,13 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
             };
             let q = Quarantine::parse(&args.quarantine, &args.s3)?;
             let report = quarantine::purge(&q, older_than, now).await?;
-            Ok((Output::Purge(report), args.report))
+            Ok((Box::new(report), args.report))
         }
         Command::Restore(args) => {
             let q = Quarantine::parse(&args.quarantine, &args.s3)?;
             let store = Location::parse(&args.store, "--store", &args.s3)?;
             let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
-            Ok((Output::Restore(report), args.report))
+            Ok((Box::new(report), args.report))
         }
         Command::Scheduler(_) | Command::Executor(_) => Err(Error::usage(
             "scheduler and executor are processes, not jobs",
@@ -261,7 +262,10 @@ async fn dispatch(command: Command) -> Result<(Output, Option<PathBuf>)> {
 }
 
 /// `blobgc plan`: the mark phase only, into `--out` or the plan root's directory of the run.
-async fn plan_only(args: JobArgs, out: Option<String>) -> Result<(Output, Option<PathBuf>)> {
+async fn plan_only(
+    args: JobArgs,
+    out: Option<String>,
+) -> Result<(Box<dyn Outcome>, Option<PathBuf>)> {
     let job = args.resolve(chrono::Utc::now)?;
     let root = plan_root(&job)?;
     let dir = match (&out, &root) {
@@ -277,11 +281,11 @@ async fn plan_only(args: JobArgs, out: Option<String>) -> Result<(Output, Option
     let planned = plan(&job, &dir, &progress()).await;
     let summary = give_back(lease, planned).await?;
     let report = Report::new(&summary, dir.location.url(), None, true);
-    Ok((Output::Gc(Box::new(report)), job.report))
+    Ok((Box::new(report), job.report))
 }
 
 /// `blobgc sweep`: executes or resumes a plan, as the same run (and lease) as its plan.
-async fn sweep_only(args: SweepArgs) -> Result<(Output, Option<PathBuf>)> {
+async fn sweep_only(args: SweepArgs) -> Result<(Box<dyn Outcome>, Option<PathBuf>)> {
     let file: JobArgs = match &args.job {
         Some(path) => crate::options::read_job_file(path)?,
         None => JobArgs::default(),
@@ -315,83 +319,7 @@ async fn sweep_only(args: SweepArgs) -> Result<(Output, Option<PathBuf>)> {
     let swept = sweep_plan(&dir, &options, &on, &progress()).await;
     let (summary, metrics) = give_back(lease, swept).await?;
     let report = Report::new(&summary, dir.location.url(), Some(&metrics), false);
-    Ok((Output::Gc(Box::new(report)), args.report))
-}
-
-/// What a command prints: its JSON report as the last line of stdout.
-enum Output {
-    Gc(Box<Report>),
-    Incremental(incremental::IncrementalReport),
-    Uploads(uploads::UploadsReport),
-    Purge(quarantine::PurgeReport),
-    Restore(quarantine::RestoreReport),
-}
-
-impl Output {
-    fn human(&self) -> String {
-        match self {
-            Output::Gc(r) => r.human(),
-            Output::Incremental(r) => format!(
-                "blobgc: incremental iteration {} ({:?}{}): {} concerned blobs, {} still referenced, deleted {} ({} bytes); \
-                 {} deletion rows carried over, {} remain\n",
-                r.iteration,
-                r.status,
-                if r.dry_run { ", dry run" } else { "" },
-                r.concerned_blob_count,
-                r.referenced_blob_count,
-                r.gced_blob_count,
-                r.gced_bytes,
-                r.carried_over_rows,
-                r.remaining_deletion_rows
-            ),
-            Output::Uploads(r) => format!(
-                "blobgc: uploads ({:?}{}): {} of {} uploads expired, {} over quota; deleted {} blobs ({} bytes), \
-                 {} shared blobs kept\n",
-                r.status,
-                if r.dry_run { ", dry run" } else { "" },
-                r.expired_count,
-                r.upload_count,
-                r.over_quota_count,
-                r.gced_blob_count,
-                r.gced_bytes,
-                r.shared_blob_kept_count
-            ),
-            Output::Purge(r) => format!(
-                "blobgc: purged {} quarantined blobs ({} bytes) older than {} s; kept {}, {} unrecognised key(s) left alone {:?}\n",
-                r.purged_blob_count,
-                r.purged_bytes,
-                r.older_than_seconds,
-                r.kept_blob_count,
-                r.unrecognised_count,
-                r.unrecognised
-            ),
-            Output::Restore(r) => format!(
-                "blobgc: restored {} blobs ({} bytes) into {}; {} error(s) {:?}\n",
-                r.restored_blob_count, r.restored_bytes, r.store, r.error_count, r.errors
-            ),
-        }
-    }
-
-    fn json(&self) -> String {
-        let json = match self {
-            Output::Gc(r) => return r.to_json_line(),
-            Output::Incremental(r) => serde_json::to_string(r),
-            Output::Uploads(r) => serde_json::to_string(r),
-            Output::Purge(r) => serde_json::to_string(r),
-            Output::Restore(r) => serde_json::to_string(r),
-        };
-        json.unwrap_or_else(|e| format!("{{\"status\":\"error\",\"error\":\"{e}\"}}"))
-    }
-
-    fn exit_code(&self) -> i32 {
-        match self {
-            Output::Gc(r) => r.status.exit_code(),
-            Output::Incremental(r) => r.status.exit_code(),
-            Output::Uploads(r) => r.status.exit_code(),
-            Output::Purge(_) => 0,
-            Output::Restore(r) => Status::from_errors(r.error_count).exit_code(),
-        }
-    }
+    Ok((Box::new(report), args.report))
 }
 
 fn visible(pb: ProgressBar) -> ProgressBar {

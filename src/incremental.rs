@@ -19,10 +19,10 @@ use crate::frame;
 use crate::functions;
 use crate::guards;
 use crate::listing::{BLOB_ID, path_of};
+use crate::outcome::{Outcome, Status, json_line};
 use crate::plan_dir::PlanDir;
 use crate::progress::Progress;
 use crate::references::{self, SourceSpec};
-use crate::report::Status;
 use crate::store::Location;
 use crate::summary::{PlanCounts, SourceSummary};
 use crate::sweep::SweepOptions;
@@ -484,5 +484,31 @@ impl IncrementalArgs {
             return Err(Error::usage("--batch-size and --partitions must be >= 1"));
         }
         Ok((job, o.plan_dir, o.report))
+    }
+}
+
+impl Outcome for IncrementalReport {
+    fn human(&self) -> String {
+        format!(
+            "blobgc: incremental iteration {} ({:?}{}): {} concerned blobs, {} still referenced, deleted {} ({} bytes); \
+                 {} deletion rows carried over, {} remain\n",
+            self.iteration,
+            self.status,
+            if self.dry_run { ", dry run" } else { "" },
+            self.concerned_blob_count,
+            self.referenced_blob_count,
+            self.gced_blob_count,
+            self.gced_bytes,
+            self.carried_over_rows,
+            self.remaining_deletion_rows
+        )
+    }
+
+    fn json(&self) -> String {
+        json_line(self)
+    }
+
+    fn exit_code(&self) -> i32 {
+        self.status.exit_code()
     }
 }

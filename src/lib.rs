@@ -34,6 +34,7 @@ pub mod job;
 pub(crate) mod lease;
 pub mod listing;
 pub mod options;
+pub mod outcome;
 pub mod plan;
 pub mod plan_dir;
 pub(crate) mod plan_root;

@@ -11,6 +11,7 @@
 //! A quarantine inside the store is left out of the listing (see [`crate::plan`]).
 
 use crate::error::{Error, Result};
+use crate::outcome::{Outcome, Status, json_line};
 use crate::store::Location;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -272,4 +273,47 @@ pub async fn restore(
         }
     }
     Ok(report)
+}
+
+impl Outcome for PurgeReport {
+    fn human(&self) -> String {
+        format!(
+            "blobgc: purged {} quarantined blobs ({} bytes) older than {} s; kept {}, {} unrecognised key(s) left alone {:?}\n",
+            self.purged_blob_count,
+            self.purged_bytes,
+            self.older_than_seconds,
+            self.kept_blob_count,
+            self.unrecognised_count,
+            self.unrecognised
+        )
+    }
+
+    fn json(&self) -> String {
+        json_line(self)
+    }
+
+    fn exit_code(&self) -> i32 {
+        0
+    }
+}
+
+impl Outcome for RestoreReport {
+    fn human(&self) -> String {
+        format!(
+            "blobgc: restored {} blobs ({} bytes) into {}; {} error(s) {:?}\n",
+            self.restored_blob_count,
+            self.restored_bytes,
+            self.store,
+            self.error_count,
+            self.errors
+        )
+    }
+
+    fn json(&self) -> String {
+        json_line(self)
+    }
+
+    fn exit_code(&self) -> i32 {
+        Status::from_errors(self.error_count).exit_code()
+    }
 }

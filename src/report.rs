@@ -1,37 +1,11 @@
 //! The run report (README, "Report and exit codes"): JSON for orchestrators, a few lines for people.
 
+pub use crate::outcome::Status;
+use crate::outcome::{Outcome, json_line};
 use crate::summary::{PlanCounts, PlanStatus, PlanSummary, Selection};
 use crate::sweep::{FailedBatch, SweepMetrics};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Completed,
-    Partial,
-    Aborted,
-}
-
-impl Status {
-    /// Completed, or partial when some work failed.
-    pub fn from_errors(error_count: u64) -> Self {
-        if error_count == 0 {
-            Status::Completed
-        } else {
-            Status::Partial
-        }
-    }
-
-    /// The exit code (README, "Report and exit codes").
-    pub fn exit_code(self) -> i32 {
-        match self {
-            Status::Completed => 0,
-            Status::Aborted => 3,
-            Status::Partial => 4,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -138,14 +112,18 @@ impl Report {
                 + s.sweep_seconds,
         }
     }
+}
 
-    pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self)
-            .unwrap_or_else(|e| format!("{{\"status\":\"error\",\"error\":\"{e}\"}}"))
+impl Outcome for Report {
+    fn json(&self) -> String {
+        json_line(self)
     }
 
-    /// A few lines for the operator's terminal.
-    pub fn human(&self) -> String {
+    fn exit_code(&self) -> i32 {
+        self.status.exit_code()
+    }
+
+    fn human(&self) -> String {
         let mut out = match self.status {
             Status::Aborted => format!(
                 "blobgc: ABORTED, nothing deleted: {}\n",

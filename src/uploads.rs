@@ -16,10 +16,10 @@
 use crate::error::{Error, Result};
 use crate::guards;
 use crate::listing::{BLOB_ID, SIZE};
+use crate::outcome::{Outcome, Status, json_line};
 use crate::plan_dir::PlanDir;
 use crate::progress::Progress;
 use crate::references::{self, SourceSpec};
-use crate::report::Status;
 use crate::store::{Location, S3Options};
 use crate::summary::{PlanCounts, SourceSummary};
 use crate::sweep::SweepOptions;
@@ -432,5 +432,30 @@ impl UploadsArgs {
         };
         job.validate()?;
         Ok((job, o.plan_dir, o.report))
+    }
+}
+
+impl Outcome for UploadsReport {
+    fn human(&self) -> String {
+        format!(
+            "blobgc: uploads ({:?}{}): {} of {} uploads expired, {} over quota; deleted {} blobs ({} bytes), \
+                 {} shared blobs kept\n",
+            self.status,
+            if self.dry_run { ", dry run" } else { "" },
+            self.expired_count,
+            self.upload_count,
+            self.over_quota_count,
+            self.gced_blob_count,
+            self.gced_bytes,
+            self.shared_blob_kept_count
+        )
+    }
+
+    fn json(&self) -> String {
+        json_line(self)
+    }
+
+    fn exit_code(&self) -> i32 {
+        self.status.exit_code()
     }
 }
