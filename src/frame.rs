@@ -8,6 +8,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion::logical_expr::{Expr, lit, when};
 use datafusion::prelude::DataFrame;
+use futures::TryStreamExt;
 
 /// `exprs` aggregated over `df` without groups, each read as a count; `what` names the work in
 /// errors.
@@ -59,20 +60,25 @@ pub fn count_at(batch: &RecordBatch, i: usize) -> Result<u64> {
     })
 }
 
-/// The first column of `df`, as strings; nulls are left out.
-pub async fn strings(df: DataFrame, what: &str) -> Result<Vec<String>> {
-    let batches = df
-        .collect()
-        .await
-        .map_err(|e| Error::runtime(format!("{what}: {e}")))?;
+/// The first column of `df`, as strings, `at_most` of them; nulls are left out. The cap is
+/// taken here, from the stream, not as a limit in the plan: on Ballista 55 a limit pushed into
+/// a union of differently shaped inputs leaves a stage whose tasks report different operator
+/// counts, and the scheduler never marks such a job done.
+pub async fn strings(df: DataFrame, at_most: usize, what: &str) -> Result<Vec<String>> {
+    let failed = |e: datafusion::error::DataFusionError| Error::runtime(format!("{what}: {e}"));
+    let mut stream = df.execute_stream().await.map_err(failed)?;
     let mut out = Vec::new();
-    for batch in &batches {
+    while out.len() < at_most
+        && let Some(batch) = stream.try_next().await.map_err(failed)?
+    {
         let column = cast(batch.column(0), &DataType::Utf8)?;
+        let room = at_most - out.len();
         out.extend(
             column
                 .as_string::<i32>()
                 .iter()
                 .flatten()
+                .take(room)
                 .map(str::to_string),
         );
     }

@@ -255,7 +255,7 @@ async fn due(deletions: DataFrame, job: &IncrementalJob) -> Result<Due> {
         .select(vec![col(BLOB_ID)])?
         .distinct()?;
     let (young, concerned): (Vec<String>, Vec<String>) =
-        frame::strings(ids, "reading the Deletions table")
+        frame::strings(ids, usize::MAX, "reading the Deletions table")
             .await?
             .into_iter()
             .partition(|id| younger_than_its_row(id, threshold));
@@ -294,11 +294,12 @@ async fn unreferenced(
         .await?;
     drop(bloom);
     let maybe = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
-    let found: HashSet<String> = frame::strings(references.filter(maybe)?, "reading References")
-        .await?
-        .into_iter()
-        .map(|id| fully_canonical(&id).into_owned())
-        .collect();
+    let found: HashSet<String> =
+        frame::strings(references.filter(maybe)?, usize::MAX, "reading References")
+            .await?
+            .into_iter()
+            .map(|id| fully_canonical(&id).into_owned())
+            .collect();
     Ok(concerned
         .iter()
         .filter(|id| !found.contains(fully_canonical(id).as_ref()))

@@ -20,6 +20,7 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType;
 use datafusion::common::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions_aggregate::count::count_all;
 use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, sum};
 use datafusion::logical_expr::{Expr, cast as cast_expr, col, lit, not, when};
@@ -137,22 +138,9 @@ async fn probe_counts(probed: DataFrame) -> Result<PlanCounts> {
 }
 
 async fn malformed_examples(probed: DataFrame) -> Result<Vec<String>> {
-    let examples = probed
-        .filter(malformed()?)?
-        .select(vec![cast_expr(col(BLOB_ID), DataType::Utf8)])?
-        .limit(0, Some(MALFORMED_EXAMPLES))?
-        .collect()
-        .await?;
-    Ok(examples
-        .iter()
-        .flat_map(|b| {
-            b.column(0)
-                .as_string::<i32>()
-                .iter()
-                .map(|id| id.map_or_else(|| "<null>".to_string(), String::from))
-                .collect::<Vec<_>>()
-        })
-        .collect())
+    let id = coalesce(vec![cast_expr(col(BLOB_ID), DataType::Utf8), lit("<null>")]);
+    let malformed = probed.filter(malformed()?)?.select(vec![id])?;
+    frame::strings(malformed, MALFORMED_EXAMPLES, "probing the listing").await
 }
 
 /// Reference counts of the exact strategy, which has no filter to count them with.
@@ -213,10 +201,8 @@ pub(super) async fn verify(
     let suspect =
         functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
     let suspects = frame::strings(
-        references
-            .filter(col(BLOB_ID).is_not_null().and(suspect))?
-            .select(vec![cast_expr(col(BLOB_ID), DataType::Utf8)])?
-            .limit(0, Some(verify::MAX_SUSPECTS))?,
+        references.filter(col(BLOB_ID).is_not_null().and(suspect))?,
+        verify::MAX_SUSPECTS,
         "verifying candidates",
     )
     .await?;

@@ -32,7 +32,8 @@ pub fn generate(f: &Fixture, messages: usize, seed: u64) -> BTreeSet<String> {
         .collect()
 }
 
-fn refs(f: &Fixture) -> Vec<String> {
+/// The `--refs` and `--allow-empty` flags of the generated store's five reference tables.
+pub fn refs(f: &Fixture) -> Vec<String> {
     let r = |name: &str, cols: &str| {
         format!(
             "--refs={name}={}{cols}",
