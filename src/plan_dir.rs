@@ -63,7 +63,7 @@ impl PlanDir {
                 self.location
             ))
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        PlanSummary::from_json(&bytes).map_err(|e| {
             Error::runtime(format!(
                 "{}/{SUMMARY} is not a blobgc plan summary: {e}",
                 self.location

@@ -11,6 +11,7 @@ use crate::generation::GenerationRule;
 use crate::references::SourceSpec;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// How many malformed ids a plan names.
 pub const MALFORMED_EXAMPLES: usize = 5;
@@ -78,12 +79,17 @@ pub struct PlanSummary {
     pub filter_seconds: f64,
     pub listing_seconds: f64,
     /// Whether the candidates were checked exactly against every reference.
+    #[serde(default)]
     pub verified: bool,
+    #[serde(default)]
     pub verify_seconds: f64,
     /// Where the sweep takes its lease, and for how long.
+    #[serde(default)]
     pub plan_root: Option<String>,
+    #[serde(default)]
     pub lease_ttl_seconds: u64,
     /// Candidates are moved here instead of deleted.
+    #[serde(default)]
     pub quarantine: Option<String>,
 }
 
@@ -141,10 +147,13 @@ pub struct FilterSummary {
     pub fill_ratio: f64,
     /// Distinct ids the filter holds (estimated from its bits), and the size it was built at
     /// before folding to them.
+    #[serde(default)]
     pub estimated_items: u64,
+    #[serde(default)]
     pub built_bits: u64,
     pub location: String,
     /// SHA-256 of the encoded filter: every process loading it checks it.
+    #[serde(default)]
     pub checksum: String,
 }
 
@@ -160,11 +169,14 @@ pub struct PlanCounts {
     pub candidate_count: u64,
     pub candidate_bytes: u64,
     /// Listed blobs that a reference names (by the filter: false positives included).
+    #[serde(default)]
     pub referenced_blob_count: u64,
     /// Distinct referenced ids (estimated from the filter's bits), and of them, those naming a
     /// blob the listing lacks: distinct references less the referenced listed blobs, corrected
     /// for the filter's false positives.
+    #[serde(default)]
     pub distinct_reference_count: u64,
+    #[serde(default)]
     pub missing_reference_count: u64,
 }
 
@@ -184,6 +196,34 @@ impl PlanCounts {
     }
 }
 
+impl PlanSummary {
+    /// Reads a stored summary, of this version or of one before plans recorded their
+    /// [`Selection`] (then three top-level keys and `ids_from_table` said it): a plan an older
+    /// blobgc left partial still resumes, and older runs stay the breakers' baseline.
+    pub fn from_json(bytes: &[u8]) -> serde_json::Result<PlanSummary> {
+        let mut value: Value = serde_json::from_slice(bytes)?;
+        if let Value::Object(keys) = &mut value
+            && !keys.contains_key("selection")
+        {
+            let table = keys.remove("ids_from_table") == Some(Value::Bool(true));
+            let mut rule = Map::new();
+            for key in [
+                "family",
+                "generation_duration_seconds",
+                "current_generation",
+            ] {
+                rule.insert(key.into(), keys.remove(key).unwrap_or(Value::Null));
+            }
+            let selection = match table {
+                true => Value::String("table".into()),
+                false => Value::Object(Map::from_iter([("generations".into(), rule.into())])),
+            };
+            keys.insert("selection".into(), selection);
+        }
+        serde_json::from_value(value)
+    }
+}
+
 /// A fresh run id: the UTC time, then randomness.
 pub fn new_run_id() -> String {
     format!(
@@ -191,4 +231,59 @@ pub fn new_run_id() -> String {
         Utc::now().format("%Y%m%dT%H%M%S%3f"),
         rand::random::<u32>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(selection: Selection) -> PlanSummary {
+        let now = DateTime::from_timestamp(1_700_000_000, 0).expect("a time");
+        PlanSummary::new("run", "memory://s".into(), selection, now)
+    }
+
+    /// The summary as the version before this one wrote it.
+    fn older(s: &PlanSummary) -> Vec<u8> {
+        let mut v = serde_json::to_value(s).expect("encode");
+        let keys = v.as_object_mut().expect("an object");
+        let (table, rule) = match keys.remove("selection").expect("selection") {
+            Value::Object(g) => (false, g["generations"].clone()),
+            _ => (
+                true,
+                serde_json::json!({"family": 0, "generation_duration_seconds": 0, "current_generation": 0}),
+            ),
+        };
+        keys.insert("ids_from_table".into(), table.into());
+        for (k, v) in rule.as_object().expect("rule") {
+            keys.insert(k.clone(), v.clone());
+        }
+        serde_json::to_vec(&v).expect("encode")
+    }
+
+    #[test]
+    fn summaries_of_this_version_and_the_one_before_read_alike() {
+        for selection in [
+            Selection::Generations {
+                family: 1,
+                generation_duration_seconds: 86_400,
+                current_generation: 19_675,
+            },
+            Selection::Table,
+        ] {
+            let s = summary(selection);
+            let now = serde_json::to_vec(&s).expect("encode");
+            assert_eq!(
+                PlanSummary::from_json(&now)
+                    .expect("this version")
+                    .selection,
+                selection
+            );
+            assert_eq!(
+                PlanSummary::from_json(&older(&s))
+                    .expect("the one before")
+                    .selection,
+                selection
+            );
+        }
+    }
 }
