@@ -202,6 +202,14 @@ pub fn main() -> i32 {
         }
         Err(e) => {
             eprintln!("blobgc: error: {e}");
+            // Ballista's word for a job its scheduler cancelled: say why that happens.
+            if e.to_string().contains("failed: Cancelled") {
+                eprintln!(
+                    "blobgc: the cluster's scheduler cancelled that job: it made no task progress \
+                     for the scheduler's --stall-timeout (its log names the job's stage), or it \
+                     was cancelled by hand; nothing was deleted by a plan that did not complete"
+                );
+            }
             e.exit_code()
         }
     }

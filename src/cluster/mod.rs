@@ -16,5 +16,6 @@
 
 pub mod process;
 pub mod session;
+mod watchdog;
 
 pub use session::remote;

@@ -3,13 +3,17 @@
 //! the functions a GC plan names).
 
 use super::session::{self, GRPC_MAX_MESSAGE_BYTES};
+use super::watchdog;
 use crate::error::{Error, Result};
+use crate::generation::parse_duration;
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::start_server;
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service};
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SchedulerArgs {
@@ -27,6 +31,10 @@ pub struct SchedulerArgs {
     /// An executor silent for this long is dead: its tasks are run again elsewhere.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub executor_timeout_seconds: u64,
+    /// A job whose tasks make no progress for this long is cancelled, and its client fails
+    /// (exit 1) instead of waiting forever: 10m, 90s.
+    #[arg(long, default_value = "10m", value_name = "DURATION")]
+    pub stall_timeout: String,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -81,10 +89,22 @@ pub async fn scheduler(args: SchedulerArgs) -> Result<()> {
     }
     .with_override_config_producer(Arc::new(session::session_config))
     .with_override_session_builder(Arc::new(session::session_state));
+    let stall = parse_duration(&args.stall_timeout).map_err(|e| e.context("--stall-timeout"))?;
     let cluster = BallistaCluster::new_from_config(&config)
         .await
         .map_err(|e| Error::runtime(format!("scheduler: {e}")))?;
-    start_server(cluster, addr, Arc::new(config))
+    let config = Arc::new(config);
+    config
+        .validate()
+        .map_err(|e| Error::usage(format!("scheduler: {e}")))?;
+    let scheduler = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, config)
+        .await
+        .map_err(|e| Error::runtime(format!("scheduler: {e}")))?;
+    tokio::spawn(watchdog::watch(
+        scheduler.clone(),
+        Duration::from_secs(stall),
+    ));
+    start_grpc_service(addr, scheduler)
         .await
         .map_err(|e| Error::runtime(format!("scheduler on {addr}: {e}")))
 }

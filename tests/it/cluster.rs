@@ -45,19 +45,17 @@ fn spawn(args: &[String], log: &Path) -> Child {
 
 impl Cluster {
     fn start(executors: usize) -> Cluster {
+        // Quick to notice a killed executor.
+        Cluster::start_with(executors, &["--executor-timeout-seconds", "6"])
+    }
+
+    /// A cluster whose scheduler also takes `scheduler_args`.
+    fn start_with(executors: usize, scheduler_args: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let scheduler = spawn(
-            &[
-                "scheduler".into(),
-                "--port".into(),
-                port.to_string(),
-                // Quick to notice a killed executor.
-                "--executor-timeout-seconds".into(),
-                "6".into(),
-            ],
-            &dir.path().join("scheduler.log"),
-        );
+        let mut args = vec!["scheduler".to_string(), "--port".into(), port.to_string()];
+        args.extend(scheduler_args.iter().map(|a| a.to_string()));
+        let scheduler = spawn(&args, &dir.path().join("scheduler.log"));
         let mut cluster = Cluster {
             dir,
             port,
@@ -449,4 +447,36 @@ fn five_sources_of_several_files_plan_to_the_end_every_time() {
     assert_eq!(code, 0, "{report}");
     let deleted: BTreeSet<String> = before.difference(&f.left()).cloned().collect();
     assert_eq!(deleted, expected);
+}
+
+/// An executor that stops without dying (SIGSTOP: no crash, its connections open) and a
+/// scheduler slow to declare it dead: the job it holds makes no progress. The scheduler's
+/// watchdog cancels it after `--stall-timeout`, the run fails (exit 1) instead of waiting
+/// forever, and nothing is deleted.
+#[test]
+fn a_job_that_makes_no_progress_is_cancelled_and_the_run_fails() {
+    let f = Fixture::new();
+    let (blobs, _, refs) = inputs(&f);
+    f.blobs(&blobs);
+    let cluster = Cluster::start_with(
+        1,
+        &["--executor-timeout-seconds", "600", "--stall-timeout", "5s"],
+    );
+    let executor = cluster.executors[0].id().to_string();
+    let stopped = Command::new("kill")
+        .args(["-STOP", &executor])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success());
+    let plan = f.path("plan").display().to_string();
+    let mut args: Vec<String> = ["run", "--store", &f.store_url(), "--now", T2]
+        .map(String::from)
+        .to_vec();
+    args.extend(gc_args(&refs, &plan).into_iter().map(String::from));
+    args.extend(["--scheduler".to_string(), cluster.url()]);
+    let (code, _) = bounded(&f, &args, Duration::from_secs(120));
+    let _ = Command::new("kill").args(["-CONT", &executor]).status();
+    assert_eq!(code, 1);
+    assert_eq!(f.left(), blobs.iter().cloned().collect::<BTreeSet<_>>());
+    assert!(read(&cluster.log("scheduler")).contains("no task progress for 5s"));
 }
