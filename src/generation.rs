@@ -53,9 +53,12 @@ impl GenerationRule {
         match BlobId::parse(text) {
             Ok(id) if self.is_active(&id) => IdClass::Active,
             Ok(_) => IdClass::Eligible,
-            Err(MalformedId::Empty | MalformedId::Nested | MalformedId::BadNumber(_)) => {
-                IdClass::Malformed
-            }
+            Err(
+                MalformedId::Empty
+                | MalformedId::Nested
+                | MalformedId::Unaddressable
+                | MalformedId::BadNumber(_),
+            ) => IdClass::Malformed,
         }
     }
 }

@@ -176,3 +176,49 @@ fn a_plan_directory_inside_the_store_is_refused() {
     );
     assert!(!inside.exists());
 }
+
+/// A listed key no object store can address (an inventory holding `..`) is malformed: with
+/// `--ignore-malformed` it is kept and named, never put in a batch, so the real orphans beside
+/// it are still collected (a batch holding it would fail at every run).
+#[test]
+fn an_unaddressable_listed_key_is_kept_and_the_orphans_beside_it_go() {
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    let (f, refs) = store();
+    let orphans: Vec<String> = (0..5).map(|i| id(557, &format!("orphan {i}"))).collect();
+    f.blobs(&orphans);
+    let mut listed: Vec<String> = f.left().into_iter().collect();
+    listed.push("..".to_string());
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "blob_id",
+            std::sync::Arc::new(StringArray::from_iter_values(&listed)) as ArrayRef,
+        ),
+        (
+            "size",
+            std::sync::Arc::new(Int64Array::from(vec![1i64; listed.len()])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let inventory = f.path("inventory/part-0.parquet");
+    crate::support::write_batch(&inventory, &batch);
+    let inventory = inventory.display().to_string();
+    let out = f.run(T2, &["--refs", &refs, "--inventory", &inventory]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("\"..\""), "{}", out.stderr);
+    let out = f.run(
+        T2,
+        &[
+            "--refs",
+            &refs,
+            "--inventory",
+            &inventory,
+            "--ignore-malformed",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (out.u("malformed_id_count"), out.u("gced_blob_count")),
+        (1, 6)
+    );
+    assert_eq!(f.left(), BTreeSet::from([id(557, "kept")]));
+}
