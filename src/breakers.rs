@@ -15,6 +15,10 @@
 //!
 //! A count at or below `floor` never trips a breaker: in a store of three blobs, one orphan is a
 //! third of it, and that says nothing.
+//!
+//! Beside the proportions, two absolute **caps** bound what one unattended run may delete,
+//! whatever the store's size: `--max-delete-count` blobs and `--max-delete-bytes` bytes (none by
+//! default).
 
 use crate::error::{Error, Result};
 use crate::summary::{PlanSummary, SourceSummary};
@@ -27,6 +31,9 @@ pub struct Thresholds {
     pub max_source_shrink: f64,
     pub max_missing_references: f64,
     pub floor: u64,
+    /// Candidates and candidate bytes one run may delete at most (None: no cap).
+    pub max_delete_count: Option<u64>,
+    pub max_delete_bytes: Option<u64>,
 }
 
 impl Default for Thresholds {
@@ -36,6 +43,8 @@ impl Default for Thresholds {
             max_source_shrink: 0.5,
             max_missing_references: 0.01,
             floor: 100,
+            max_delete_count: None,
+            max_delete_bytes: None,
         }
     }
 }
@@ -105,6 +114,23 @@ impl Thresholds {
         })
     }
 
+    /// The reason to abort when the plan would delete more blobs or bytes than a cap allows.
+    pub fn delete_caps(&self, candidates: u64, bytes: u64) -> Option<String> {
+        let over = |cap: Option<u64>, value: u64| cap.filter(|&cap| value > cap);
+        if let Some(cap) = over(self.max_delete_count, candidates) {
+            return Some(format!(
+                "circuit breaker: {candidates} blobs would be deleted, above --max-delete-count {cap} \
+                 (if this is expected, rerun with a higher --max-delete-count)"
+            ));
+        }
+        over(self.max_delete_bytes, bytes).map(|cap| {
+            format!(
+                "circuit breaker: {bytes} bytes would be deleted, above --max-delete-bytes {cap} \
+                 (if this is expected, rerun with a higher --max-delete-bytes)"
+            )
+        })
+    }
+
     /// The reason to abort when too many referenced ids name blobs the listing lacks.
     pub fn missing_references(&self, missing: u64, distinct: u64) -> Option<String> {
         self.trips(missing, distinct, self.max_missing_references)
@@ -142,5 +168,30 @@ mod tests {
         assert!(off.delete_fraction(1_000, 1_000).is_none());
         assert!(t.missing_references(101, 10_100).is_none());
         assert!(t.missing_references(101, 10_099).is_some());
+    }
+
+    #[test]
+    fn the_caps_allow_up_to_their_value() {
+        let t = Thresholds {
+            max_delete_count: Some(10),
+            max_delete_bytes: Some(1_000),
+            ..Thresholds::default()
+        };
+        assert!(t.delete_caps(10, 1_000).is_none());
+        let count = t.delete_caps(11, 0).expect("over the count");
+        assert!(
+            count.contains("11") && count.contains("--max-delete-count 10"),
+            "{count}"
+        );
+        let bytes = t.delete_caps(1, 1_001).expect("over the bytes");
+        assert!(
+            bytes.contains("1001") && bytes.contains("--max-delete-bytes 1000"),
+            "{bytes}"
+        );
+        assert!(
+            Thresholds::default()
+                .delete_caps(u64::MAX, u64::MAX)
+                .is_none()
+        );
     }
 }

@@ -307,6 +307,12 @@ pub struct JobArgs {
     /// nothing).
     #[arg(long, value_name = "N")]
     pub breaker_floor: Option<u64>,
+    /// Abort when more than this many blobs would be deleted (default: no cap).
+    #[arg(long, value_name = "N")]
+    pub max_delete_count: Option<u64>,
+    /// Abort when more than this many bytes would be deleted (default: no cap).
+    #[arg(long, value_name = "BYTES")]
+    pub max_delete_bytes: Option<u64>,
     /// Move the candidates under this prefix (path or URL) instead of deleting them; `blobgc
     /// purge` deletes them later, `blobgc restore` puts them back.
     #[arg(long, value_name = "URL")]
@@ -400,6 +406,8 @@ impl JobArgs {
                 .max_missing_references
                 .unwrap_or(defaults.max_missing_references),
             floor: self.breaker_floor.unwrap_or(defaults.floor),
+            max_delete_count: self.max_delete_count.or(defaults.max_delete_count),
+            max_delete_bytes: self.max_delete_bytes.or(defaults.max_delete_bytes),
         }
     }
 }

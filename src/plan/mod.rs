@@ -220,7 +220,7 @@ fn all_references(sources: &[OpenedSource]) -> Result<DataFrame> {
     Ok(all)
 }
 
-/// After the probe: malformed ids and the delete-fraction breaker.
+/// After the probe: malformed ids, the delete-fraction breaker and the delete caps.
 fn check_probe(job: &Job, summary: &PlanSummary) -> Result<()> {
     let c = &summary.counts;
     if c.malformed_id_count > 0 && !job.ignore_malformed {
@@ -230,9 +230,10 @@ fn check_probe(job: &Job, summary: &PlanSummary) -> Result<()> {
             c.malformed_id_count, c.malformed_ids
         )));
     }
-    match job
-        .breakers
+    let b = &job.breakers;
+    match b
         .delete_fraction(c.candidate_count, c.eligible_blob_count)
+        .or_else(|| b.delete_caps(c.candidate_count, c.candidate_bytes))
     {
         Some(reason) => Err(Error::aborted(reason)),
         None => Ok(()),

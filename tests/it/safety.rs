@@ -47,6 +47,29 @@ fn deleting_more_than_the_fraction_aborts_and_deletes_nothing() {
 }
 
 #[test]
+fn deleting_more_than_a_cap_aborts_and_deletes_nothing() {
+    let f = Fixture::new();
+    let orphans = blobs(&f, "orphan", 20);
+    let kept = blobs(&f, "kept", 20);
+    let refs = f.refs("messages", &kept);
+    let before = all(&f);
+    for (flag, cap) in [("--max-delete-count", "19"), ("--max-delete-bytes", "1")] {
+        let out = run(&f, &["--refs", &refs, flag, cap]);
+        assert_eq!(out.code, 3, "{flag}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{flag} {cap}")),
+            "{}",
+            out.stderr
+        );
+        assert_eq!(all(&f), before, "{flag}: nothing deleted");
+    }
+    let out = run(&f, &["--refs", &refs, "--max-delete-count", "20"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.u("gced_blob_count"), orphans.len() as u64);
+    assert_eq!(all(&f), kept.into_iter().collect());
+}
+
+#[test]
 fn a_source_that_shrank_since_the_previous_run_aborts() {
     let f = Fixture::new();
     let ids = blobs(&f, "b", 400);
