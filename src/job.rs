@@ -63,6 +63,10 @@ pub struct Job {
     pub batch_size: usize,
     pub dry_run: bool,
     pub ignore_malformed: bool,
+    /// Accept a generation duration under a day, and one or a family other than the previous
+    /// run's against the same store (README, "Safety").
+    pub allow_short_generations: bool,
+    pub allow_generation_change: bool,
     pub partitions: usize,
     pub delete_concurrency: usize,
     /// Keys deleted per second at most, over all concurrent batches (None: no limit).
@@ -105,6 +109,8 @@ impl Job {
             batch_size: options::BATCH_SIZE,
             dry_run: false,
             ignore_malformed: false,
+            allow_short_generations: false,
+            allow_generation_change: false,
             partitions: options::partitions(),
             delete_concurrency: options::DELETE_CONCURRENCY,
             max_deletes_per_second: None,
@@ -250,6 +256,15 @@ pub struct JobArgs {
     #[arg(long)]
     #[serde(default)]
     pub ignore_malformed: bool,
+    /// Accept a generation duration under one day: blobs still being written to may look old.
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_short_generations: bool,
+    /// Accept a generation duration or family other than the previous run's under --plan-root:
+    /// blobs still being written to may look old.
+    #[arg(long)]
+    #[serde(default)]
+    pub allow_generation_change: bool,
     /// Parallel partitions of every stage (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub partitions: Option<usize>,
@@ -352,6 +367,8 @@ impl JobArgs {
         job.batch_size = o.batch_size.unwrap_or(job.batch_size);
         job.dry_run = o.dry_run;
         job.ignore_malformed = o.ignore_malformed;
+        job.allow_short_generations = o.allow_short_generations;
+        job.allow_generation_change = o.allow_generation_change;
         job.partitions = o.partitions.unwrap_or(job.partitions);
         job.delete_concurrency = o.delete_concurrency.unwrap_or(job.delete_concurrency);
         job.max_deletes_per_second = o.max_deletes_per_second;

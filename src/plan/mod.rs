@@ -130,6 +130,10 @@ fn new_summary(run: &Run<'_>) -> PlanSummary {
 /// The steps of a plan, filling `summary`; a safety check that fails is `Err(Aborted)`.
 async fn mark(run: &Run<'_>, engine: &mut Engine, summary: &mut PlanSummary) -> Result<()> {
     let job = run.job;
+    let duration = job.generation_duration_seconds;
+    if let Some(reason) = guards::short_generation(duration, job.allow_short_generations) {
+        return Err(Error::aborted(reason));
+    }
     let started = Instant::now();
     let sources = open_sources(run, engine, summary).await?;
     summary.references_seconds = started.elapsed().as_secs_f64();
@@ -190,8 +194,8 @@ async fn open_sources(
     Ok(sources)
 }
 
-/// The last planned run against the same store, if any; a source that shrank too much since
-/// trips the breaker.
+/// The last planned run against the same store, if any; a source that shrank too much since,
+/// or a generation rule that changed, stops the run.
 async fn compare_with_previous(
     run: &Run<'_>,
     summary: &PlanSummary,
@@ -200,10 +204,13 @@ async fn compare_with_previous(
         return Ok(None);
     };
     let previous = root.previous(&summary.store, &summary.run_id).await?;
-    if let Some(previous) = &previous
-        && let Some(reason) = run.job.breakers.source_shrink(&summary.sources, previous)
-    {
-        return Err(Error::aborted(reason));
+    if let Some(previous) = &previous {
+        let allowed = run.job.allow_generation_change;
+        let reason = guards::generation_change(&summary.selection, previous, allowed)
+            .or_else(|| run.job.breakers.source_shrink(&summary.sources, previous));
+        if let Some(reason) = reason {
+            return Err(Error::aborted(reason));
+        }
     }
     Ok(previous)
 }

@@ -69,6 +69,47 @@ fn deleting_more_than_a_cap_aborts_and_deletes_nothing() {
     assert_eq!(all(&f), kept.into_iter().collect());
 }
 
+/// A generation duration that is not the application's makes the generation it writes to look
+/// old: one under a day, or one changed since the last run against the store, stops the run
+/// until the flag naming the risk is given.
+#[test]
+fn a_short_or_changed_generation_duration_stops_the_run() {
+    let f = Fixture::new();
+    let orphans = blobs(&f, "orphan", 5);
+    let kept = blobs(&f, "kept", 5);
+    let refs = f.refs("messages", &kept);
+    let root = f.path("plans").display().to_string();
+    let before = all(&f);
+    let short = run(&f, &["--refs", &refs, "--generation-duration", "12h"]);
+    assert_eq!(short.code, 3, "{}", short.stderr);
+    assert!(short.stderr.contains("43200 s"), "{}", short.stderr);
+    assert!(
+        short.stderr.contains("--allow-short-generations"),
+        "{}",
+        short.stderr
+    );
+
+    let dry = ["--refs", &refs, "--plan-root", &root, "--dry-run"];
+    let first = run(&f, &dry);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let changed = [&dry[..], &["--generation-duration", "7d"]].concat();
+    let out = run(&f, &changed);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    for needle in ["604800 s", "2592000 s", "--allow-generation-change"] {
+        assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
+    }
+    assert_eq!(all(&f), before, "nothing deleted");
+    let allowed = [
+        &dry[..4],
+        &["--generation-duration", "7d", "--allow-generation-change"],
+    ]
+    .concat();
+    let out = run(&f, &allowed);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.u("gced_blob_count"), orphans.len() as u64);
+    assert_eq!(all(&f), kept.into_iter().collect());
+}
+
 #[test]
 fn a_source_that_shrank_since_the_previous_run_aborts() {
     let f = Fixture::new();
