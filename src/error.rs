@@ -14,6 +14,9 @@ pub enum Error {
     /// Reading, planning or deleting failed at run time (exit 1).
     #[error("{0}")]
     Runtime(String),
+    /// Another run holds the store's lease: nothing was done, retry later (exit 5).
+    #[error("locked, retry later: {0}")]
+    Locked(String),
 }
 
 impl Error {
@@ -23,6 +26,7 @@ impl Error {
             Error::Runtime(_) => 1,
             Error::Usage(_) => 2,
             Error::Aborted(_) => 3,
+            Error::Locked(_) => 5,
         }
     }
 
@@ -44,6 +48,7 @@ impl Error {
             Error::Usage(m) => Error::Usage(format!("{what}: {m}")),
             Error::Aborted(m) => Error::Aborted(format!("{what}: {m}")),
             Error::Runtime(m) => Error::Runtime(format!("{what}: {m}")),
+            Error::Locked(m) => Error::Locked(format!("{what}: {m}")),
         }
     }
 }

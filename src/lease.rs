@@ -55,7 +55,7 @@ impl Lease {
             return Ok(PutMode::Overwrite);
         }
         if holder.expires_at > now {
-            return Err(Error::aborted(format!(
+            return Err(Error::Locked(format!(
                 "another blobgc run holds the lease of {}: run {} on host {} (pid {}) since {}, until {}; \
                  wait for it, or once it is surely dead delete {}",
                 self.record.store,
@@ -141,7 +141,7 @@ impl Lease {
                 None => PutMode::Create,
             };
         }
-        Err(Error::aborted(format!(
+        Err(Error::Locked(format!(
             "the lease of {store} at {} changed hands {ATTEMPTS} times while taking it: another run is starting",
             lease.url()
         )))

@@ -2,7 +2,7 @@
 
 plan (on the cluster) -> inspect the report -> sweep (on the cluster). Each step runs the blobgc
 image in Kubernetes. `blobgc plan` exits 3 when a safety check refused the plan (nothing to
-sweep); the inspection step stops the run when the plan would delete more than the policy
+sweep), 5 when another run holds the store's lease (nothing done: retry later); the inspection step stops the run when the plan would delete more than the policy
 allows; `blobgc sweep` resumes where it stopped when rerun (exit 4: some batches failed).
 """
 

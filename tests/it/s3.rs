@@ -375,7 +375,7 @@ fn the_lease_and_the_quarantine_hold_on_s3() {
         .unwrap();
     let before = keys(&s3, &format!("{p}/store"));
     let refused = run();
-    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
     assert!(refused.stderr.contains("other-host"), "{}", refused.stderr);
     assert_eq!(keys(&s3, &format!("{p}/store")), before);
 

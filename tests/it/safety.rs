@@ -195,7 +195,7 @@ fn hold_lease(f: &Fixture, expires_at: &str) {
 }
 
 #[test]
-fn a_second_run_against_a_leased_store_exits_3_naming_the_holder() {
+fn a_second_run_against_a_leased_store_exits_5_naming_the_holder() {
     let f = Fixture::new();
     let orphan = id(557, "orphan");
     f.blobs(std::slice::from_ref(&orphan));
@@ -203,7 +203,7 @@ fn a_second_run_against_a_leased_store_exits_3_naming_the_holder() {
     let root = f.path("plans").display().to_string();
     hold_lease(&f, "2999-01-01T00:00:00Z");
     let out = run(&f, &["--refs", &refs, "--plan-root", &root]);
-    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert_eq!(out.code, 5, "locked, retry later: {}", out.stderr);
     for needle in ["20261122T000000-0000beef", "other-host", "4242"] {
         assert!(out.stderr.contains(needle), "{needle}: {}", out.stderr);
     }
@@ -357,7 +357,7 @@ fn a_plan_under_a_plan_root_is_swept_under_its_lease() {
     assert!(f.left().contains(&orphan), "planning deletes nothing");
     hold_lease(&f, "2999-01-01T00:00:00Z");
     let refused = f.blobgc(&["sweep", "--plan", &plan]);
-    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
     assert!(f.left().contains(&orphan));
     std::fs::remove_file(lease_file(&f)).unwrap();
     let swept = f.blobgc(&["sweep", "--plan", &plan]);
