@@ -12,6 +12,20 @@ use crate::error::{Error, Result};
 use crate::plan_dir::PlanDir;
 use crate::store::{Location, S3Options};
 use crate::summary::{PlanStatus, PlanSummary, Selection};
+use chrono::{DateTime, Utc};
+
+/// The reason to stop a run whose clock `run` is more than `max_seconds` from the store's
+/// `store` (the time the store stamped an object the run wrote): the generations the rule
+/// calls old may be the ones still written to.
+pub fn clock_skew(run: DateTime<Utc>, store: DateTime<Utc>, max_seconds: u64) -> Option<String> {
+    let apart = (run - store).num_seconds().unsigned_abs();
+    (apart > max_seconds).then(|| {
+        format!(
+            "this run's clock ({run}) and the store's ({store}) are {apart} s apart, above \
+             --max-clock-skew {max_seconds} s: fix the clock, or give --now to run at a fixed time"
+        )
+    })
+}
 
 /// The shortest generation duration a run takes without `--allow-short-generations`.
 pub const MIN_GENERATION_SECONDS: u64 = 86_400;
@@ -105,6 +119,17 @@ mod tests {
             generation_duration_seconds: days * 86_400,
             current_generation: 0,
         }
+    }
+
+    #[test]
+    fn clocks_may_differ_up_to_the_skew() {
+        let store = DateTime::from_timestamp(1_700_000_000, 0).expect("a time");
+        let at = |s: i64| store + chrono::Duration::seconds(s);
+        assert!(clock_skew(at(900), store, 900).is_none());
+        assert!(clock_skew(at(-900), store, 900).is_none());
+        let ahead = clock_skew(at(901), store, 900).expect("ahead");
+        assert!(ahead.contains("901 s apart") && ahead.contains("--max-clock-skew 900 s"));
+        assert!(clock_skew(at(-901), store, 900).is_some(), "behind");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum Strategy {
 /// The default `verify_limit`: the candidates are the build side of a hash join, held in memory.
 pub const DEFAULT_VERIFY_LIMIT: u64 = 10_000_000;
 
+/// The default `max_clock_skew`: beyond it, "old" generations may be the current one.
+pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u64 = 15 * 60;
+
 /// The default `lease_ttl`: a run holding the lease longer than this can be overtaken.
 pub const DEFAULT_LEASE_TTL_SECONDS: u64 = 6 * 3_600;
 
@@ -82,6 +85,10 @@ pub struct Job {
     /// home of the lease that keeps runs against one store apart.
     pub plan_root: Option<String>,
     pub lease_ttl_seconds: u64,
+    /// Compare the run's clock with the store's before planning (a clock read, not `--now`),
+    /// and stop when they are more than `max_clock_skew_seconds` apart.
+    pub check_clock: bool,
+    pub max_clock_skew_seconds: u64,
     /// Breakers: see [`crate::breakers`].
     pub breakers: crate::breakers::Thresholds,
     /// Move candidates under this prefix instead of deleting them.
@@ -122,6 +129,8 @@ impl Job {
             plan_dir: None,
             plan_root: None,
             lease_ttl_seconds: DEFAULT_LEASE_TTL_SECONDS,
+            check_clock: false,
+            max_clock_skew_seconds: DEFAULT_MAX_CLOCK_SKEW_SECONDS,
             breakers: crate::breakers::Thresholds::default(),
             quarantine: None,
             scheduler: None,
@@ -307,6 +316,11 @@ pub struct JobArgs {
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "duration_text")]
     pub lease_ttl: Option<String>,
+    /// Stop when this run's clock and the store's differ by more than this (15m; a run with
+    /// --now is not checked): a clock ahead makes the generation still written to look old.
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "duration_text")]
+    pub max_clock_skew: Option<String>,
     /// Abort when the candidates are more than this fraction of the eligible blobs.
     #[arg(long, value_name = "F")]
     pub max_delete_fraction: Option<f64>,
@@ -352,6 +366,11 @@ impl JobArgs {
             None => clock(),
         };
         let mut job = Job::new(store, self.references(o.references.clone())?, now);
+        job.check_clock = o.now.is_none();
+        if let Some(skew) = &o.max_clock_skew {
+            job.max_clock_skew_seconds =
+                parse_duration(skew).map_err(|e| e.context("--max-clock-skew"))?;
+        }
         if let Some(d) = &o.generation_duration {
             job.generation_duration_seconds =
                 parse_duration(d).map_err(|e| e.context("--generation-duration"))?;

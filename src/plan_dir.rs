@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! summary.json                 inputs, parameters, counts, status, the list of batches
+//! clock.json                   the run's clock, written to read the store's own time back
 //! filter-<run>.parquet         the merged Bloom filter as the reduce stage wrote it (its
 //!                              SHA-256 is in the summary and checked by every reader)
 //! filter-<run>.bloom           the filter of `blobgc incremental`
@@ -20,7 +21,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
@@ -29,6 +32,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 const SUMMARY: &str = "summary.json";
+const CLOCK: &str = "clock.json";
 
 #[derive(Debug, Clone)]
 pub struct PlanDir {
@@ -69,6 +73,20 @@ impl PlanDir {
                 self.location
             ))
         })
+    }
+
+    /// The store's clock: writes `clock.json` (holding the run's clock `now`) and returns the
+    /// time the store stamped it with.
+    pub async fn store_clock(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
+        let path = self.location.child(CLOCK);
+        self.location
+            .write(&path, format!("{{\"now\":\"{now}\"}}\n"))
+            .await?;
+        let meta =
+            self.location.store.head(&path).await.map_err(|e| {
+                Error::runtime(format!("reading back {}/{CLOCK}: {e}", self.location))
+            })?;
+        Ok(meta.last_modified)
     }
 
     /// Stores an encoded filter as `name`; returns its location and checksum.

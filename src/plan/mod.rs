@@ -134,6 +134,12 @@ async fn mark(run: &Run<'_>, engine: &mut Engine, summary: &mut PlanSummary) -> 
     if let Some(reason) = guards::short_generation(duration, job.allow_short_generations) {
         return Err(Error::aborted(reason));
     }
+    if job.check_clock {
+        let store_now = run.dir.store_clock(job.now).await?;
+        if let Some(reason) = guards::clock_skew(job.now, store_now, job.max_clock_skew_seconds) {
+            return Err(Error::aborted(reason));
+        }
+    }
     let started = Instant::now();
     let sources = open_sources(run, engine, summary).await?;
     summary.references_seconds = started.elapsed().as_secs_f64();

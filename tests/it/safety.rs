@@ -452,3 +452,39 @@ fn a_nightly_run_sizes_its_filter_from_the_last_run_and_rebuilds_it_when_referen
     assert!((800..=900).contains(&sized), "sized for {sized}");
     assert_eq!(all(&f), ids[..800].iter().cloned().collect());
 }
+
+/// A run's clock ahead of the store's makes the generation still written to look old: a run
+/// reading its clock (no `--now`) compares it with the time the store stamps an object it
+/// writes, and stops beyond `--max-clock-skew`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_far_from_the_store_s_stops_the_run() {
+    use blobgc::{Job, Location, PlanDir, PlanStatus, Progress, SourceSpec};
+    let f = Fixture::new();
+    let orphan = id(557, "orphan");
+    f.blobs(std::slice::from_ref(&orphan));
+    let refs = f.refs("messages", &[id(557, "elsewhere")]);
+    let spec = SourceSpec::parse_flag(&refs).unwrap();
+    let ahead = chrono::Utc::now() + chrono::Duration::hours(1);
+    let mut job = Job::new(f.store_url(), vec![spec], ahead);
+    job.check_clock = true;
+    let plan = f.path("plan").display().to_string();
+    let dir = PlanDir::new(Location::parse(&plan, "plan", &Default::default()).unwrap());
+    let summary = blobgc::plan(&job, &dir, &Progress::silent()).await.unwrap();
+    assert_eq!(summary.status, PlanStatus::Aborted);
+    let reason = summary.abort_reason.unwrap_or_default();
+    assert!(reason.contains("--max-clock-skew 900 s"), "{reason}");
+    assert!(summary.batches.is_empty());
+
+    // The same run with its own clock, from the command line: the clocks agree.
+    let out = f.blobgc(&[
+        "run",
+        "--store",
+        &f.store_url(),
+        "--refs",
+        &refs,
+        "--fpp",
+        "0.000001",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!f.left().contains(&orphan));
+}
