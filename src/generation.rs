@@ -17,12 +17,15 @@ pub const DEFAULT_FAMILY: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum IdClass {
-    /// Current, previous or future generation of the configured family: never deleted.
+    /// Current or previous generation of the configured family: never deleted.
     Active = 0,
     /// May be deleted if nothing references it.
     Eligible = 1,
     /// Does not parse: never deleted, and by default aborts the run.
     Malformed = 2,
+    /// A generation of the configured family newer than the current one: never deleted, and
+    /// counted, since either this run's clock is behind or a writer's is ahead.
+    Future = 3,
 }
 
 /// The configured family and the generation in force at `now`.
@@ -51,6 +54,9 @@ impl GenerationRule {
 
     pub fn classify(&self, text: &str) -> IdClass {
         match BlobId::parse(text) {
+            Ok(id) if id.family == self.family && id.generation > self.current_generation => {
+                IdClass::Future
+            }
             Ok(id) if self.is_active(&id) => IdClass::Active,
             Ok(_) => IdClass::Eligible,
             Err(
@@ -108,6 +114,23 @@ pub fn parse_duration(text: &str) -> Result<u64> {
 mod tests {
     use super::*;
     use chrono::Duration;
+
+    #[test]
+    fn generations_after_the_current_one_are_future_and_kept() {
+        let rule = GenerationRule {
+            family: 1,
+            current_generation: 10,
+        };
+        for (id, class) in [
+            ("1_11_x", IdClass::Future),
+            ("1_10_x", IdClass::Active),
+            ("1_9_x", IdClass::Active),
+            ("1_8_x", IdClass::Eligible),
+            ("2_11_x", IdClass::Eligible),
+        ] {
+            assert_eq!(rule.classify(id), class, "{id}");
+        }
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -178,6 +178,11 @@ pub struct PlanCounts {
     pub distinct_reference_count: u64,
     #[serde(default)]
     pub missing_reference_count: u64,
+    /// Listed ids of the configured family from a generation after the current one (kept).
+    #[serde(default)]
+    pub future_id_count: u64,
+    #[serde(default)]
+    pub future_ids: Vec<String>,
 }
 
 impl PlanCounts {
@@ -190,9 +195,14 @@ impl PlanCounts {
         self.candidate_count += o.candidate_count;
         self.candidate_bytes += o.candidate_bytes;
         self.referenced_blob_count += o.referenced_blob_count;
-        let room = MALFORMED_EXAMPLES.saturating_sub(self.malformed_ids.len());
-        self.malformed_ids
-            .extend(o.malformed_ids.into_iter().take(room));
+        self.future_id_count += o.future_id_count;
+        for (mine, theirs) in [
+            (&mut self.malformed_ids, o.malformed_ids),
+            (&mut self.future_ids, o.future_ids),
+        ] {
+            let room = MALFORMED_EXAMPLES.saturating_sub(mine.len());
+            mine.extend(theirs.into_iter().take(room));
+        }
     }
 }
 

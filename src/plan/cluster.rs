@@ -67,7 +67,10 @@ pub(super) async fn probe(
 ) -> Result<Probed> {
     let mut counts = probe_counts(probed.clone()).await?;
     if counts.malformed_id_count > 0 {
-        counts.malformed_ids = malformed_examples(probed.clone()).await?;
+        counts.malformed_ids = examples(probed.clone(), malformed()?).await?;
+    }
+    if counts.future_id_count > 0 {
+        counts.future_ids = examples(probed.clone(), future()).await?;
     }
     let mut writer = BatchWriter::new(dir.clone(), prefix, batch_size);
     let mut candidates = probed
@@ -93,7 +96,8 @@ fn malformed() -> Result<Expr> {
     let class = || col("class");
     let known = class()
         .eq(lit(IdClass::Eligible as u8))
-        .or(class().eq(lit(IdClass::Active as u8)));
+        .or(class().eq(lit(IdClass::Active as u8)))
+        .or(class().eq(lit(IdClass::Future as u8)));
     Ok(when(known, lit(false)).otherwise(lit(true))?)
 }
 
@@ -111,6 +115,7 @@ async fn probe_counts(probed: DataFrame) -> Result<PlanCounts> {
         candidates,
         candidate_bytes,
         referenced,
+        future,
     ] = frame::one_row(
         probed,
         [
@@ -121,6 +126,7 @@ async fn probe_counts(probed: DataFrame) -> Result<PlanCounts> {
             frame::count_where(col("candidate"))?,
             bytes(col("candidate"))?,
             frame::count_where(col("referenced").and(not(malformed()?)))?,
+            frame::count_where(future())?,
         ],
         "probing the listing",
     )
@@ -133,14 +139,20 @@ async fn probe_counts(probed: DataFrame) -> Result<PlanCounts> {
         candidate_count: candidates,
         candidate_bytes,
         referenced_blob_count: referenced,
+        future_id_count: future,
         ..PlanCounts::default()
     })
 }
 
-async fn malformed_examples(probed: DataFrame) -> Result<Vec<String>> {
+fn future() -> Expr {
+    col("class").eq(lit(IdClass::Future as u8))
+}
+
+/// A few listed ids for which `condition` holds.
+async fn examples(probed: DataFrame, condition: Expr) -> Result<Vec<String>> {
     let id = coalesce(vec![cast_expr(col(BLOB_ID), DataType::Utf8), lit("<null>")]);
-    let malformed = probed.filter(malformed()?)?.select(vec![id])?;
-    frame::strings(malformed, MALFORMED_EXAMPLES, "probing the listing").await
+    let rows = probed.filter(condition)?.select(vec![id])?;
+    frame::strings(rows, MALFORMED_EXAMPLES, "probing the listing").await
 }
 
 /// Reference counts of the exact strategy, which has no filter to count them with.

@@ -233,9 +233,18 @@ fn all_references(sources: &[OpenedSource]) -> Result<DataFrame> {
     Ok(all)
 }
 
-/// After the probe: malformed ids, the delete-fraction breaker and the delete caps.
+/// After the probe: malformed ids, the delete-fraction breaker and the delete caps; ids of a
+/// generation after the current one are kept, and said.
 fn check_probe(job: &Job, summary: &PlanSummary) -> Result<()> {
     let c = &summary.counts;
+    if c.future_id_count > 0 {
+        tracing::warn!(
+            count = c.future_id_count,
+            examples = ?c.future_ids,
+            current_generation = ?summary.selection.rule().map(|r| r.current_generation),
+            "listed ids of a generation after the current one: kept; this run's clock may be behind, or a writer's ahead"
+        );
+    }
     if c.malformed_id_count > 0 && !job.ignore_malformed {
         return Err(Error::aborted(format!(
             "{} listed blob id(s) do not parse, e.g. {:?}: the store prefix may be wrong \

@@ -230,7 +230,7 @@ fn count_batch(batch: &RecordBatch, v: &Verdicts, c: &mut PlanCounts) -> Result<
     };
     let flag = |a: &BooleanArray, i: usize| a.is_valid(i) && a.value(i);
     c.blob_count += batch.num_rows() as u64;
-    let mut malformed_rows = Vec::new();
+    let (mut malformed, mut future) = (Vec::new(), Vec::new());
     for i in 0..batch.num_rows() {
         match v.class.is_valid(i).then(|| v.class.value(i)) {
             Some(x) if x == IdClass::Eligible as u8 => {
@@ -238,8 +238,9 @@ fn count_batch(batch: &RecordBatch, v: &Verdicts, c: &mut PlanCounts) -> Result<
                 c.eligible_bytes += size(i);
             }
             Some(x) if x == IdClass::Active as u8 => {}
+            Some(x) if x == IdClass::Future as u8 => future.push(i),
             _ => {
-                malformed_rows.push(i);
+                malformed.push(i);
                 continue;
             }
         }
@@ -250,20 +251,23 @@ fn count_batch(batch: &RecordBatch, v: &Verdicts, c: &mut PlanCounts) -> Result<
             c.candidate_bytes += size(i);
         }
     }
-    if !malformed_rows.is_empty() {
-        c.malformed_id_count += malformed_rows.len() as u64;
-        let ids = cast(batch.column(0), &DataType::Utf8)?;
-        let ids = ids.as_string::<i32>();
-        for &i in malformed_rows
-            .iter()
-            .take(MALFORMED_EXAMPLES.saturating_sub(c.malformed_ids.len()))
-        {
-            c.malformed_ids.push(if ids.is_null(i) {
-                "<null>".to_string()
-            } else {
-                ids.value(i).to_string()
-            });
-        }
+    c.malformed_id_count += malformed.len() as u64;
+    c.future_id_count += future.len() as u64;
+    examples(batch, &malformed, &mut c.malformed_ids)?;
+    examples(batch, &future, &mut c.future_ids)
+}
+
+/// The ids of `rows` of `batch`, added to `out` up to [`MALFORMED_EXAMPLES`].
+fn examples(batch: &RecordBatch, rows: &[usize], out: &mut Vec<String>) -> Result<()> {
+    let room = MALFORMED_EXAMPLES.saturating_sub(out.len());
+    if rows.is_empty() || room == 0 {
+        return Ok(());
     }
+    let ids = cast(batch.column(0), &DataType::Utf8)?;
+    let ids = ids.as_string::<i32>();
+    out.extend(rows.iter().take(room).map(|&i| match ids.is_null(i) {
+        true => "<null>".to_string(),
+        false => ids.value(i).to_string(),
+    }));
     Ok(())
 }

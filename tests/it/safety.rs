@@ -488,3 +488,24 @@ async fn a_clock_far_from_the_store_s_stops_the_run() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(!f.left().contains(&orphan));
 }
+
+/// An id of a generation after the current one (a writer's clock ahead, or this run's behind)
+/// is kept, counted and named in the report.
+#[test]
+fn ids_of_a_future_generation_are_kept_and_counted() {
+    let f = Fixture::new();
+    let (future, orphan) = (id(600, "future"), id(557, "orphan"));
+    f.blobs(&[&future, &orphan]);
+    let refs = f.refs("messages", &[id(557, "elsewhere")]);
+    let out = run(&f, &["--refs", &refs]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        (out.u("future_id_count"), out.u("malformed_id_count")),
+        (1, 0)
+    );
+    assert_eq!(
+        out.report.as_ref().unwrap()["future_ids"][0],
+        future.as_str()
+    );
+    assert_eq!(all(&f), BTreeSet::from([future]));
+}
