@@ -17,8 +17,8 @@ use crate::progress::{Event, Progress};
 use crate::quarantine::{self, Quarantine};
 use crate::report::Report;
 use crate::run::{
-    Cluster, give_back, new_plan_dir, plan_dir_or_temporary, plan_root, remove_temporary, run,
-    sweep_plan, take_lease,
+    Cluster, give_back, new_plan_dir, plan_dir_or_temporary, plan_root, remove_temporary,
+    run_until, sweep_plan, take_lease,
 };
 use crate::store::{Location, S3Options};
 use crate::sweep::SweepOptions;
@@ -28,6 +28,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -219,7 +221,7 @@ async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>
     match command {
         Command::Run(args) => {
             let job = args.resolve(chrono::Utc::now)?;
-            let report = run(&job, &progress()).await?;
+            let report = run_until(&job, &progress(), Some(stop_on_signals())).await?;
             Ok((Box::new(report), job.report))
         }
         Command::Plan { job, out } => plan_only(job, out).await,
@@ -300,12 +302,15 @@ async fn sweep_only(args: SweepArgs) -> Result<(Box<dyn Outcome>, Option<PathBuf
     };
     let s3 = args.s3.or(file.s3);
     let dir = PlanDir::new(Location::parse(&args.plan, "--plan", &s3)?);
-    let options = SweepOptions::from_flags(
-        args.delete_concurrency.or(file.delete_concurrency),
-        args.max_deletes_per_second.or(file.max_deletes_per_second),
-        args.store,
-        s3,
-    )?;
+    let options = SweepOptions {
+        stop: Some(stop_on_signals()),
+        ..SweepOptions::from_flags(
+            args.delete_concurrency.or(file.delete_concurrency),
+            args.max_deletes_per_second.or(file.max_deletes_per_second),
+            args.store,
+            s3,
+        )?
+    };
     let planned = dir.read_summary().await?;
     let lease = match &planned.plan_root {
         Some(root) => Some(
@@ -328,6 +333,32 @@ async fn sweep_only(args: SweepArgs) -> Result<(Box<dyn Outcome>, Option<PathBuf
     let (summary, metrics) = give_back(lease, swept).await?;
     let report = Report::new(&summary, dir.location.url(), Some(&metrics), false);
     Ok((Box::new(report), args.report))
+}
+
+/// A stop that turns true at the first SIGTERM or SIGINT: the sweep finishes the batches in
+/// flight, starts no other, and the run ends partial (exit 4), its lease given back. A second
+/// signal ends the process at once.
+fn stop_on_signals() -> watch::Receiver<bool> {
+    let (stop, stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        for first in [true, false] {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if !first {
+                std::process::exit(130);
+            }
+            eprintln!(
+                "blobgc: stopping after the batches in flight (a second signal stops at once)"
+            );
+            let _ = stop.send(true);
+        }
+    });
+    stopped
 }
 
 fn visible(pb: ProgressBar) -> ProgressBar {

@@ -23,6 +23,8 @@ pub struct Report {
     pub previously_gced_blob_count: u64,
     pub previously_gced_bytes: u64,
     pub error_count: u64,
+    /// Batches a stop (SIGTERM, SIGINT) left unstarted: `blobgc sweep --plan` resumes them.
+    pub stopped_batch_count: u64,
     pub failed_batches: Vec<FailedBatch>,
     pub batch_count: u64,
     pub skipped_batch_count: u64,
@@ -57,7 +59,7 @@ impl Report {
         dry_run: bool,
     ) -> Self {
         let s = sweep.cloned().unwrap_or_default();
-        let status = match (plan.status, s.error_count) {
+        let status = match (plan.status, s.error_count + s.stopped_batch_count) {
             (PlanStatus::Aborted, _) => Status::Aborted,
             (PlanStatus::Planned, 0) => Status::Completed,
             (PlanStatus::Planned, _) => Status::Partial,
@@ -85,6 +87,7 @@ impl Report {
             previously_gced_blob_count: s.previously_gced_blob_count,
             previously_gced_bytes: s.previously_gced_bytes,
             error_count: s.error_count,
+            stopped_batch_count: s.stopped_batch_count,
             failed_batches: s.failed_batches,
             batch_count: plan.batches.len() as u64,
             skipped_batch_count: s.skipped_batch_count,
@@ -141,10 +144,10 @@ impl Outcome for Report {
                 self.gced_blob_count,
                 self.counts.blob_count,
                 bytes(self.gced_bytes),
-                if self.error_count > 0 {
-                    format!(", {} failed batch(es)", self.error_count)
-                } else {
-                    String::new()
+                match (self.error_count, self.stopped_batch_count) {
+                    (0, 0) => String::new(),
+                    (0, stopped) => format!(", stopped with {stopped} batch(es) left"),
+                    (failed, _) => format!(", {failed} failed batch(es)"),
                 }
             ),
         };

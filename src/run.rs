@@ -47,6 +47,7 @@ use crate::store::{Location, S3Options};
 use crate::summary::{PlanStatus, PlanSummary};
 use crate::sweep::{SweepMetrics, SweepOptions, sweep};
 use std::path::PathBuf;
+use tokio::sync::watch::Receiver;
 
 /// The job's plan root, when it has one.
 pub(crate) fn plan_root(job: &Job) -> Result<Option<PlanRoot>> {
@@ -94,9 +95,20 @@ pub(crate) async fn give_back<T>(lease: Option<Lease>, result: Result<T>) -> Res
 /// history; a temporary plan directory is removed afterwards unless the sweep is partial: then
 /// it is what `blobgc sweep --plan` resumes.
 pub async fn run(job: &Job, progress: &Progress) -> Result<Report> {
+    run_until(job, progress, None).await
+}
+
+/// [`run`], asked to stop once `stop` turns true (SIGTERM): the batches in flight finish, no
+/// other starts, the lease is given back, and the report says `partial` (the kept plan resumes
+/// with `blobgc sweep --plan`).
+pub async fn run_until(
+    job: &Job,
+    progress: &Progress,
+    stop: Option<Receiver<bool>>,
+) -> Result<Report> {
     let root = plan_root(job)?;
     let lease = take_lease(job, root.as_ref()).await?;
-    let result = run_leased(job, root.as_ref(), lease.as_ref(), progress).await;
+    let result = run_leased(job, root.as_ref(), lease.as_ref(), progress, stop).await;
     give_back(lease, result).await
 }
 
@@ -105,6 +117,7 @@ async fn run_leased(
     root: Option<&PlanRoot>,
     lease: Option<&Lease>,
     progress: &Progress,
+    stop: Option<Receiver<bool>>,
 ) -> Result<Report> {
     if job.scheduler.is_some() && job.plan_dir.is_none() && root.is_none() {
         return Err(Error::usage(
@@ -129,6 +142,7 @@ async fn run_leased(
             store: None,
             max_deletes_per_second: job.max_deletes_per_second,
             s3: job.s3.clone(),
+            stop,
         };
         let on = Cluster {
             scheduler: job.scheduler.clone(),

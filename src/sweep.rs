@@ -55,6 +55,9 @@ pub struct SweepOptions {
     pub max_deletes_per_second: Option<u32>,
     /// The options S3 stores are made with (the plan directory's is made already).
     pub s3: S3Options,
+    /// Once this turns true (a SIGTERM), no further batch is started: those in flight finish,
+    /// and the sweep ends partial, to be resumed.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Default for SweepOptions {
@@ -64,6 +67,7 @@ impl Default for SweepOptions {
             store: None,
             max_deletes_per_second: None,
             s3: S3Options::default(),
+            stop: None,
         }
     }
 }
@@ -87,6 +91,7 @@ impl SweepOptions {
             store,
             max_deletes_per_second,
             s3,
+            stop: None,
         })
     }
 }
@@ -131,6 +136,8 @@ pub struct SweepMetrics {
     pub previously_gced_bytes: u64,
     pub error_count: u64,
     pub failed_batches: Vec<FailedBatch>,
+    /// Batches not started because the sweep was asked to stop.
+    pub stopped_batch_count: u64,
     pub sweep_seconds: f64,
 }
 
@@ -163,7 +170,12 @@ pub async fn sweep(
             quarantine.as_ref(),
         );
         progress.total(p.pending.len() as u64);
-        let mut results = futures::stream::iter(std::mem::take(&mut p.pending))
+        let pending = std::mem::take(&mut p.pending);
+        let total = pending.len() as u64;
+        let stop = options.stop.clone();
+        let go_on = move || !stop.as_ref().is_some_and(|s| *s.borrow());
+        let mut results = futures::stream::iter(pending)
+            .take_while(move |_| futures::future::ready(go_on()))
             .map(|name| {
                 let batch = &batch;
                 async move {
@@ -172,10 +184,13 @@ pub async fn sweep(
                 }
             })
             .buffer_unordered(options.concurrency.max(1));
+        let mut done = 0;
         while let Some((name, result)) = results.next().await {
             progress.advance(1);
+            done += 1;
             p.metrics.add(name, result)?;
         }
+        p.metrics.stopped_batch_count = total - done;
     }
     Ok(p.finish())
 }

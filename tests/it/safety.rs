@@ -509,3 +509,76 @@ fn ids_of_a_future_generation_are_kept_and_counted() {
     );
     assert_eq!(all(&f), BTreeSet::from([future]));
 }
+
+/// SIGTERM mid-sweep (a pod's eviction, an orchestrator's timeout): the batches in flight
+/// finish, no other starts, the lease is given back, the run exits 4 (partial), and `blobgc
+/// sweep --plan` deletes the rest.
+#[test]
+fn a_run_sent_sigterm_mid_sweep_stops_partial_and_resumes() {
+    let f = Fixture::new();
+    let orphans = blobs(&f, "orphan", 40);
+    let kept = blobs(&f, "kept", 5);
+    let refs = f.refs("messages", &kept);
+    let root = f.path("plans").display().to_string();
+    let report = f.path("report.json");
+    let store = f.store_url();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_blobgc"))
+        .args([
+            "run",
+            "--store",
+            &store,
+            "--now",
+            T2,
+            "--refs",
+            &refs,
+            "--plan-root",
+            &root,
+        ])
+        .args([
+            "--fpp",
+            "0.0000001",
+            "--batch-size",
+            "1",
+            "--delete-concurrency",
+            "1",
+        ])
+        .args(["--max-deletes-per-second", "4", "--report"])
+        .arg(&report)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while all(&f).len() > orphans.len() + kept.len() - 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["status"], "partial");
+    assert!(
+        report["stopped_batch_count"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    let left = all(&f);
+    assert!(
+        left.len() > kept.len(),
+        "the sweep stopped early: {}",
+        left.len()
+    );
+    assert!(!lease_file(&f).exists(), "the lease is given back");
+
+    let plan = report["plan"].as_str().unwrap();
+    let resumed = f.blobgc(&["sweep", "--plan", plan]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    assert_eq!(all(&f), kept.into_iter().collect());
+}
