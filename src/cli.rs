@@ -17,10 +17,11 @@ use crate::progress::{Event, Progress};
 use crate::quarantine::{self, Quarantine};
 use crate::report::Report;
 use crate::run::{
-    Cluster, give_back, new_plan_dir, plan_dir_or_temporary, plan_root, remove_temporary,
-    run_until, sweep_plan, take_lease,
+    Cluster, give_back, keep_alive, new_plan_dir, plan_dir_or_temporary, plan_root,
+    remove_temporary, run_until, sweep_plan, take_lease,
 };
 use crate::store::{Location, S3Options};
+use crate::summary::PlanSummary;
 use crate::sweep::SweepOptions;
 use crate::uploads::{self, UploadsArgs};
 use clap::{Parser, Subcommand};
@@ -302,37 +303,43 @@ async fn sweep_only(args: SweepArgs) -> Result<(Box<dyn Outcome>, Option<PathBuf
     };
     let s3 = args.s3.or(file.s3);
     let dir = PlanDir::new(Location::parse(&args.plan, "--plan", &s3)?);
-    let options = SweepOptions {
-        stop: Some(stop_on_signals()),
-        ..SweepOptions::from_flags(
-            args.delete_concurrency.or(file.delete_concurrency),
-            args.max_deletes_per_second.or(file.max_deletes_per_second),
-            args.store,
-            s3,
-        )?
-    };
+    let mut options = SweepOptions::from_flags(
+        args.delete_concurrency.or(file.delete_concurrency),
+        args.max_deletes_per_second.or(file.max_deletes_per_second),
+        args.store,
+        s3,
+    )?;
     let planned = dir.read_summary().await?;
+    // A resumed sweep is the same run as its plan: it takes (or retakes) that run's lease.
     let lease = match &planned.plan_root {
-        Some(root) => Some(
-            Lease::acquire(
-                &PlanRoot::parse(root, &options.s3)?,
-                &planned.store,
-                &planned.run_id,
-                planned.lease_ttl_seconds.max(1),
-                chrono::Utc::now(),
-            )
-            .await?,
-        ),
+        Some(root) => Some(retake_lease(&planned, &PlanRoot::parse(root, &options.s3)?).await?),
         None => None,
     };
+    let ttl = planned.lease_ttl_seconds.max(1);
+    let kept = keep_alive(lease.as_ref(), ttl, Some(stop_on_signals()));
+    options.stop = Some(kept.stop.clone());
     let on = Cluster {
         scheduler: args.scheduler.clone(),
         partitions: args.partitions.unwrap_or_else(crate::options::partitions),
     };
     let swept = sweep_plan(&dir, &options, &on, &progress()).await;
+    drop(kept);
     let (summary, metrics) = give_back(lease, swept).await?;
     let report = Report::new(&summary, dir.location.url(), Some(&metrics), false);
     Ok((Box::new(report), args.report))
+}
+
+/// The lease of the run that made `planned`, under its plan root.
+async fn retake_lease(planned: &PlanSummary, root: &PlanRoot) -> Result<Lease> {
+    let ttl = planned.lease_ttl_seconds.max(1);
+    Lease::acquire(
+        root,
+        &planned.store,
+        &planned.run_id,
+        ttl,
+        chrono::Utc::now(),
+    )
+    .await
 }
 
 /// A stop that turns true at the first SIGTERM or SIGINT: the sweep finishes the batches in

@@ -44,8 +44,9 @@ pub const DEFAULT_VERIFY_LIMIT: u64 = 10_000_000;
 /// The default `max_clock_skew`: beyond it, "old" generations may be the current one.
 pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u64 = 15 * 60;
 
-/// The default `lease_ttl`: a run holding the lease longer than this can be overtaken.
-pub const DEFAULT_LEASE_TTL_SECONDS: u64 = 6 * 3_600;
+/// The default `lease_ttl`: a run renews its lease every third of it, so a killed run frees the
+/// store within this long.
+pub const DEFAULT_LEASE_TTL_SECONDS: u64 = 10 * 60;
 
 /// The inputs and parameters of one GC run, checked.
 #[derive(Debug, Clone)]
@@ -312,7 +313,7 @@ pub struct JobArgs {
     /// never overlap.
     #[arg(long, value_name = "URL")]
     pub plan_root: Option<String>,
-    /// How long a run's lease holds before another run may take it over: 6h, 30m, 1d.
+    /// How long a lease outlives its run's last renewal (every third of it): 10m, 1h.
     #[arg(long, value_name = "DURATION")]
     #[serde(default, deserialize_with = "duration_text")]
     pub lease_ttl: Option<String>,

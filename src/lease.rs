@@ -5,7 +5,9 @@
 //! unreferenced in eligible generations), but they double the load on the store and make
 //! the breakers' history meaningless; above all, an operator must be able to know that no
 //! sweep is running before restoring or migrating. A lease carries an expiry so that a crashed
-//! run does not lock the store forever: once expired, the next run takes it over.
+//! run does not lock the store forever: once expired, the next run takes it over. A working run
+//! renews it ([`Lease::renew`], every third of the TTL), so the expiry is the last heartbeat
+//! plus the TTL, and a killed run's lease frees the store within one TTL.
 
 use crate::error::{Error, Result};
 use crate::filter::hex;
@@ -32,7 +34,7 @@ pub struct LeaseRecord {
 }
 
 /// A lease held by this process.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Lease {
     root: PlanRoot,
     path: Path,
@@ -174,6 +176,50 @@ impl Lease {
         {
             self.delete().await?;
         }
+        Ok(())
+    }
+
+    /// Moves the expiry to `now + ttl_seconds`, with a conditional update where the store has
+    /// one; fails (exit 3) when another run holds the lease or it is gone.
+    pub async fn renew(&mut self, now: DateTime<Utc>, ttl_seconds: u64) -> Result<()> {
+        let Some((holder, version)) = self.read().await? else {
+            return Err(Error::aborted(format!(
+                "the lease {} is gone: not deleting",
+                self.url()
+            )));
+        };
+        if holder.run_id != self.record.run_id {
+            return Err(Error::aborted(format!(
+                "lost the lease of {} to run {} on host {}: not deleting",
+                self.record.store, holder.run_id, holder.host
+            )));
+        }
+        let record = LeaseRecord {
+            expires_at: now + chrono::Duration::seconds(ttl_seconds.min(i64::MAX as u64) as i64),
+            ..self.record.clone()
+        };
+        let json = serde_json::to_vec_pretty(&record)
+            .map_err(|e| Error::runtime(format!("encoding the lease: {e}")))?;
+        let store = &self.root.location.store;
+        let mode = version.map_or(PutMode::Overwrite, PutMode::Update);
+        let put = |mode: PutMode| {
+            store.put_opts(
+                &self.path,
+                PutPayload::from(json.clone()),
+                PutOptions::from(mode),
+            )
+        };
+        match put(mode).await {
+            Ok(_) => {}
+            // No conditional update here (local disks): the holder was checked just above.
+            Err(object_store::Error::NotImplemented { .. }) => {
+                put(PutMode::Overwrite)
+                    .await
+                    .map_err(|e| self.failed("renewing", e))?;
+            }
+            Err(e) => return Err(self.failed("renewing", e)),
+        }
+        self.record = record;
         Ok(())
     }
 

@@ -47,6 +47,7 @@ use crate::store::{Location, S3Options};
 use crate::summary::{PlanStatus, PlanSummary};
 use crate::sweep::{SweepMetrics, SweepOptions, sweep};
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::sync::watch::Receiver;
 
 /// The job's plan root, when it has one.
@@ -108,8 +109,64 @@ pub async fn run_until(
 ) -> Result<Report> {
     let root = plan_root(job)?;
     let lease = take_lease(job, root.as_ref()).await?;
+    let kept = keep_alive(lease.as_ref(), job.lease_ttl_seconds, stop);
+    let stop = Some(kept.stop.clone());
     let result = run_leased(job, root.as_ref(), lease.as_ref(), progress, stop).await;
+    drop(kept);
     give_back(lease, result).await
+}
+
+/// A run at work under its lease: the lease renewed every third of its TTL, and a stop that
+/// turns on with the caller's, or when a renewal fails (the lease is lost: no further batch may
+/// start). Dropping it ends both.
+pub(crate) struct KeptAlive {
+    pub stop: Receiver<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for KeptAlive {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(|t| t.abort());
+    }
+}
+
+pub(crate) fn keep_alive(
+    lease: Option<&Lease>,
+    ttl_seconds: u64,
+    stop: Option<Receiver<bool>>,
+) -> KeptAlive {
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    if let Some(mut outer) = stop {
+        let stopping = stopping.clone();
+        tasks.push(tokio::spawn(async move {
+            while outer.changed().await.is_ok() {
+                if *outer.borrow() {
+                    let _ = stopping.send(true);
+                    return;
+                }
+            }
+        }));
+    }
+    if let Some(lease) = lease {
+        let mut lease = lease.clone();
+        let every = Duration::from_millis(ttl_seconds.saturating_mul(1000) / 3)
+            .max(Duration::from_millis(200));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = lease.renew(chrono::Utc::now(), ttl_seconds).await {
+                    tracing::error!("{e}: stopping after the batches in flight");
+                    let _ = stopping.send(true);
+                    return;
+                }
+            }
+        }));
+    }
+    KeptAlive {
+        stop: stopped,
+        tasks,
+    }
 }
 
 async fn run_leased(

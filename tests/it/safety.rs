@@ -582,3 +582,90 @@ fn a_run_sent_sigterm_mid_sweep_stops_partial_and_resumes() {
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
     assert_eq!(all(&f), kept.into_iter().collect());
 }
+
+/// `blobgc run` under a plan root with a short lease, its sweep slowed to `per_second` batches.
+fn slow_run(f: &Fixture, refs: &str, ttl: &str, per_second: &str) -> std::process::Child {
+    let root = f.path("plans").display().to_string();
+    std::process::Command::new(env!("CARGO_BIN_EXE_blobgc"))
+        .args([
+            "run",
+            "--store",
+            &f.store_url(),
+            "--now",
+            T2,
+            "--refs",
+            refs,
+        ])
+        .args([
+            "--plan-root",
+            &root,
+            "--lease-ttl",
+            ttl,
+            "--fpp",
+            "0.0000001",
+        ])
+        .args(["--batch-size", "1", "--delete-concurrency", "1"])
+        .args(["--max-deletes-per-second", per_second])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `n` blobs are gone from the store.
+fn until_deleted(f: &Fixture, before: usize, n: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while all(f).len() > before - n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A run renews its lease while it works: a second run, started after the TTL has passed
+/// since the first took it, is still refused (exit 5), and the first completes.
+#[test]
+fn a_working_run_keeps_its_lease_past_the_ttl() {
+    let f = Fixture::new();
+    let orphans = blobs(&f, "orphan", 24);
+    let kept = blobs(&f, "kept", 2);
+    let refs = f.refs("messages", &kept);
+    let mut first = slow_run(&f, &refs, "2s", "4");
+    until_deleted(&f, orphans.len() + kept.len(), 1);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let second = run(
+        &f,
+        &[
+            "--refs",
+            &refs,
+            "--plan-root",
+            &f.path("plans").display().to_string(),
+        ],
+    );
+    assert_eq!(second.code, 5, "{}", second.stderr);
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert_eq!(all(&f), kept.into_iter().collect());
+    assert!(!lease_file(&f).exists());
+}
+
+/// A run killed outright (SIGKILL: no chance to give its lease back) holds the store for at
+/// most its TTL: a run right after is refused (exit 5), one after the TTL takes over.
+#[test]
+fn a_killed_run_frees_its_store_within_the_ttl() {
+    let f = Fixture::new();
+    let orphans = blobs(&f, "orphan", 24);
+    let kept = blobs(&f, "kept", 2);
+    let refs = f.refs("messages", &kept);
+    let mut first = slow_run(&f, &refs, "3s", "2");
+    until_deleted(&f, orphans.len() + kept.len(), 1);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let root = f.path("plans").display().to_string();
+    let refused = run(&f, &["--refs", &refs, "--plan-root", &root]);
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    let taken = run(&f, &["--refs", &refs, "--plan-root", &root]);
+    assert_eq!(taken.code, 0, "{}", taken.stderr);
+    assert_eq!(all(&f), kept.into_iter().collect());
+}
