@@ -66,6 +66,8 @@ enum Command {
     Purge(PurgeArgs),
     /// Move quarantined blobs back into the store.
     Restore(RestoreArgs),
+    /// Remove a store's lease by hand, after saying whose it was (refused while it is live).
+    Unlock(UnlockArgs),
     /// A Ballista scheduler with blobgc's functions: `run --scheduler df://HOST:PORT` submits to it.
     Scheduler(SchedulerArgs),
     /// A Ballista executor with blobgc's functions, serving the scheduler given.
@@ -83,6 +85,27 @@ struct PurgeArgs {
     /// The clock (RFC 3339); default: now.
     #[arg(long, value_name = "RFC3339")]
     now: Option<String>,
+    #[command(flatten)]
+    s3: S3Options,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct UnlockArgs {
+    /// The plan root holding the lease.
+    #[arg(long, value_name = "URL")]
+    plan_root: String,
+    /// The store whose lease to remove, as the runs named it.
+    #[arg(long, value_name = "URL")]
+    store: String,
+    /// Only if this run holds it.
+    #[arg(long, value_name = "RUN_ID")]
+    run: Option<String>,
+    /// Remove a live lease too (its run must be dead: it would go on deleting).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     s3: S3Options,
     /// Also write the JSON report to this file.
@@ -264,6 +287,14 @@ async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>
             let q = Quarantine::parse(&args.quarantine, &args.s3)?;
             let store = Location::parse(&args.store, "--store", &args.s3)?;
             let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
+            Ok((Box::new(report), args.report))
+        }
+        Command::Unlock(args) => {
+            let root = PlanRoot::parse(&args.plan_root, &args.s3)?;
+            let store = Location::parse(&args.store, "--store", &args.s3)?.url();
+            let now = chrono::Utc::now();
+            let report =
+                crate::lease::unlock(&root, &store, args.run.as_deref(), args.force, now).await?;
             Ok((Box::new(report), args.report))
         }
         Command::Scheduler(_) | Command::Executor(_) => Err(Error::usage(

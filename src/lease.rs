@@ -11,6 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::filter::hex;
+use crate::outcome::{Outcome, json_line};
 use crate::plan_root::{LEASES, PlanRoot};
 use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
@@ -89,8 +90,7 @@ impl Lease {
         ttl_seconds: u64,
         now: DateTime<Utc>,
     ) -> Result<Lease> {
-        let name = format!("{}.json", &hex(&Sha256::digest(store.as_bytes()))[..16]);
-        let path = root.location.path.clone().join(LEASES).join(name);
+        let path = lease_path(root, store);
         let record = LeaseRecord {
             run_id: run_id.to_string(),
             host: host(),
@@ -263,6 +263,73 @@ impl Lease {
     }
 }
 
+/// Where the lease of `store` lives under `root`.
+fn lease_path(root: &PlanRoot, store: &str) -> Path {
+    let name = format!("{}.json", &hex(&Sha256::digest(store.as_bytes()))[..16]);
+    root.location.path.clone().join(LEASES).join(name)
+}
+
+/// What `blobgc unlock` found and did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnlockReport {
+    pub store: String,
+    pub lease: String,
+    /// Who held the lease (none: the store was not locked).
+    pub holder: Option<LeaseRecord>,
+    pub removed: bool,
+}
+
+/// Removes the lease of `store` under `root` by hand, after saying whose it was. Refused
+/// (exit 3) while it is live (renewed within its TTL) unless `force`, and when `run` names
+/// another holder: a live run would go on deleting beside the next one.
+pub async fn unlock(
+    root: &PlanRoot,
+    store: &str,
+    run: Option<&str>,
+    force: bool,
+    now: DateTime<Utc>,
+) -> Result<UnlockReport> {
+    let nobody = LeaseRecord {
+        run_id: String::new(),
+        host: String::new(),
+        pid: 0,
+        store: store.to_string(),
+        acquired_at: now,
+        expires_at: now,
+    };
+    let lease = Lease {
+        root: root.clone(),
+        path: lease_path(root, store),
+        record: nobody,
+    };
+    let holder = lease.read().await?.map(|(holder, _)| holder);
+    let mut report = UnlockReport {
+        store: store.to_string(),
+        lease: lease.url(),
+        holder: holder.clone(),
+        removed: false,
+    };
+    let Some(holder) = holder else {
+        return Ok(report);
+    };
+    if let Some(run) = run.filter(|run| *run != holder.run_id) {
+        return Err(Error::aborted(format!(
+            "the lease of {store} is held by run {}, not {run}: left alone",
+            holder.run_id
+        )));
+    }
+    if holder.expires_at > now && !force {
+        return Err(Error::aborted(format!(
+            "run {} on host {} (pid {}) renewed the lease of {store} until {}: it may still be \
+             running; stop it first, or --force once it is surely dead",
+            holder.run_id, holder.host, holder.pid, holder.expires_at
+        )));
+    }
+    lease.delete().await?;
+    report.removed = true;
+    Ok(report)
+}
+
 fn host() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -270,4 +337,29 @@ fn host() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown".into())
+}
+
+impl Outcome for UnlockReport {
+    fn human(&self) -> String {
+        match (&self.holder, self.removed) {
+            (None, _) => format!("blobgc: {} holds no lease\n", self.store),
+            (Some(h), removed) => format!(
+                "blobgc: the lease of {} was held by run {} on host {} (pid {}) until {}{}\n",
+                self.store,
+                h.run_id,
+                h.host,
+                h.pid,
+                h.expires_at,
+                if removed { ": removed" } else { "" }
+            ),
+        }
+    }
+
+    fn json(&self) -> String {
+        json_line(self)
+    }
+
+    fn exit_code(&self) -> i32 {
+        0
+    }
 }

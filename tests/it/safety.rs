@@ -669,3 +669,46 @@ fn a_killed_run_frees_its_store_within_the_ttl() {
     assert_eq!(taken.code, 0, "{}", taken.stderr);
     assert_eq!(all(&f), kept.into_iter().collect());
 }
+
+/// `blobgc unlock` says whose the lease was; it refuses a live one (or another run's when
+/// `--run` names one) unless `--force`, and removes a stale one.
+#[test]
+fn unlock_refuses_a_live_lease_and_removes_a_stale_one() {
+    let f = Fixture::new();
+    let root = f.path("plans").display().to_string();
+    let store = f.store_url();
+    let unlock = |extra: &[&str]| {
+        let mut args = vec![
+            "unlock",
+            "--plan-root",
+            root.as_str(),
+            "--store",
+            store.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        f.blobgc(&args)
+    };
+    let nothing = unlock(&[]);
+    assert_eq!(nothing.code, 0, "{}", nothing.stderr);
+    assert_eq!(nothing.report.as_ref().unwrap()["removed"], false);
+
+    hold_lease(&f, "2999-01-01T00:00:00Z");
+    let live = unlock(&[]);
+    assert_eq!(live.code, 3, "{}", live.stderr);
+    assert!(live.stderr.contains("other-host") && live.stderr.contains("--force"));
+    let other = unlock(&["--run", "another-run", "--force"]);
+    assert_eq!(other.code, 3, "{}", other.stderr);
+    assert!(lease_file(&f).exists());
+    let forced = unlock(&["--run", "20261122T000000-0000beef", "--force"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert!(!lease_file(&f).exists());
+
+    hold_lease(&f, "2000-01-01T00:00:00Z");
+    let stale = unlock(&[]);
+    assert_eq!(stale.code, 0, "{}", stale.stderr);
+    assert_eq!(
+        stale.report.as_ref().unwrap()["holder"]["host"],
+        "other-host"
+    );
+    assert!(!lease_file(&f).exists());
+}
