@@ -400,7 +400,7 @@ pub struct IncrementalArgs {
     pub references: Option<String>,
     /// Accept an empty References table (else the run aborts: every blob would look unused).
     #[arg(long)]
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::options::switch_off")]
     pub allow_empty_references: bool,
     /// This garbage collection iteration: deletion rows of it and earlier ones are processed.
     #[arg(long, value_name = "N")]
@@ -426,7 +426,7 @@ pub struct IncrementalArgs {
     pub batch_size: Option<usize>,
     /// Plan and report; delete nothing, write no Deletions table.
     #[arg(long)]
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::options::switch_off")]
     pub dry_run: bool,
     #[arg(long, value_name = "N")]
     pub partitions: Option<usize>,

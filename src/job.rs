@@ -260,20 +260,20 @@ pub struct JobArgs {
     pub batch_size: Option<usize>,
     /// Plan and report, delete nothing.
     #[arg(long)]
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::options::switch_off")]
     pub dry_run: bool,
     /// Keep malformed listed ids (never deleted) instead of aborting the run.
     #[arg(long)]
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::options::switch_off")]
     pub ignore_malformed: bool,
     /// Accept a generation duration under one day: blobs still being written to may look old.
     #[arg(long)]
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::options::switch_off")]
     pub allow_short_generations: bool,
     /// Accept a generation duration or family other than the previous run's under --plan-root:
     /// blobs still being written to may look old.
     #[arg(long)]
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::options::switch_off")]
     pub allow_generation_change: bool,
     /// Parallel partitions of every stage (default: the number of cores).
     #[arg(long, value_name = "N")]

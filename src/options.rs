@@ -46,8 +46,8 @@ pub fn with_job_file<T: Serialize + DeserializeOwned + Default>(
     }
 }
 
-/// `flags` laid over `file`: an option the flags leave unset (none, a switch not given, an
-/// empty list) keeps the file's value; tables (`[s3]`) merge key by key.
+/// `flags` laid over `file`: an option the flags leave unset (none, an empty list, a switch
+/// not given: see [`switch_off`]) keeps the file's value; tables (`[s3]`) merge key by key.
 pub fn overlay<T: Serialize + DeserializeOwned>(flags: &T, file: &T) -> Result<T> {
     let encode =
         |t: &T| serde_json::to_value(t).map_err(|e| Error::runtime(format!("options: {e}")));
@@ -63,10 +63,16 @@ fn lay(base: &mut Value, over: Value) {
                 lay(base.entry(key).or_insert(Value::Null), value);
             }
         }
-        (_, Value::Null | Value::Bool(false)) => {}
+        (_, Value::Null) => {}
         (_, Value::Array(a)) if a.is_empty() => {}
         (base, over) => *base = over,
     }
+}
+
+/// For `skip_serializing_if` on a switch (`--dry-run`): a switch not given is left out, so it
+/// leaves the file's value, while an option's explicit `false` (`--s3-allow-http false`) wins.
+pub fn switch_off(on: &bool) -> bool {
+    !on
 }
 
 /// A duration option: text (`30d`, `12h`) or, in a job file, a bare number (of days, as
@@ -91,7 +97,9 @@ mod tests {
     #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     struct Opts {
         n: Option<u32>,
+        #[serde(default, skip_serializing_if = "switch_off")]
         on: bool,
+        off: Option<bool>,
         list: Vec<String>,
         inner: Inner,
     }
@@ -107,6 +115,7 @@ mod tests {
         let file = Opts {
             n: Some(1),
             on: true,
+            off: Some(true),
             list: vec!["f".into()],
             inner: Inner {
                 a: Some("file".into()),
@@ -115,6 +124,7 @@ mod tests {
         };
         let flags = Opts {
             n: Some(2),
+            off: Some(false),
             inner: Inner {
                 a: Some("flag".into()),
                 b: None,
@@ -124,6 +134,7 @@ mod tests {
         let merged = overlay(&flags, &file).unwrap();
         assert_eq!(merged.n, Some(2));
         assert!(merged.on);
+        assert_eq!(merged.off, Some(false), "an explicit false wins");
         assert_eq!(merged.list, vec!["f".to_string()]);
         assert_eq!(merged.inner.a.as_deref(), Some("flag"));
         assert_eq!(merged.inner.b.as_deref(), Some("file"));

@@ -385,7 +385,7 @@ pub struct UploadsArgs {
     pub batch_size: Option<usize>,
     /// Plan and report; delete nothing, write no expired ids.
     #[arg(long)]
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::options::switch_off")]
     pub dry_run: bool,
     #[arg(long, value_name = "N")]
     pub delete_concurrency: Option<usize>,
