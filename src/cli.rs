@@ -9,7 +9,7 @@ use crate::generation::parse_duration;
 use crate::incremental::{self, IncrementalArgs};
 use crate::job::{JobArgs, parse_now};
 use crate::lease::Lease;
-use crate::outcome::Outcome;
+use crate::outcome::Printed;
 use crate::plan::plan;
 use crate::plan_dir::PlanDir;
 use crate::plan_root::PlanRoot;
@@ -212,8 +212,8 @@ pub fn main() -> i32 {
     }
     match runtime.block_on(dispatch(cli.command)) {
         Ok((report, report_file)) => {
-            eprint!("{}", report.human());
-            let json = report.json();
+            eprint!("{}", report.human);
+            let json = report.json;
             let written =
                 report_file.map(|f| std::fs::write(&f, format!("{json}\n")).map_err(|e| (f, e)));
             println!("{json}");
@@ -224,7 +224,7 @@ pub fn main() -> i32 {
                 );
                 return 1;
             }
-            report.exit_code()
+            report.exit_code
         }
         Err(e) => {
             eprintln!("blobgc: error: {e}");
@@ -241,12 +241,12 @@ pub fn main() -> i32 {
     }
 }
 
-async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>)> {
+async fn dispatch(command: Command) -> Result<(Printed, Option<PathBuf>)> {
     match command {
         Command::Run(args) => {
             let job = args.resolve(chrono::Utc::now)?;
             let report = run_until(&job, &progress(), Some(stop_on_signals())).await?;
-            Ok((Box::new(report), job.report))
+            Ok((Printed::of(&report), job.report))
         }
         Command::Plan { job, out } => plan_only(job, out).await,
         Command::Sweep(args) => sweep_only(args).await,
@@ -259,7 +259,7 @@ async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>
             if remove_temporary(temporary, out.status) {
                 out.plan = format!("{} (temporary, removed)", out.plan);
             }
-            Ok((Box::new(out), report))
+            Ok((Printed::of(&out), report))
         }
         Command::Uploads(args) => {
             let (job, plan_dir, report) = args.resolve()?;
@@ -270,7 +270,7 @@ async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>
             if remove_temporary(temporary, out.status) {
                 out.plan = format!("{} (temporary, removed)", out.plan);
             }
-            Ok((Box::new(out), report))
+            Ok((Printed::of(&out), report))
         }
         Command::Purge(args) => {
             let older_than =
@@ -281,13 +281,13 @@ async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>
             };
             let q = Quarantine::parse(&args.quarantine, &args.s3)?;
             let report = quarantine::purge(&q, older_than, now).await?;
-            Ok((Box::new(report), args.report))
+            Ok((Printed::of(&report), args.report))
         }
         Command::Restore(args) => {
             let q = Quarantine::parse(&args.quarantine, &args.s3)?;
             let store = Location::parse(&args.store, "--store", &args.s3)?;
             let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
-            Ok((Box::new(report), args.report))
+            Ok((Printed::of(&report), args.report))
         }
         Command::Unlock(args) => {
             let root = PlanRoot::parse(&args.plan_root, &args.s3)?;
@@ -295,7 +295,7 @@ async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>
             let now = chrono::Utc::now();
             let report =
                 crate::lease::unlock(&root, &store, args.run.as_deref(), args.force, now).await?;
-            Ok((Box::new(report), args.report))
+            Ok((Printed::of(&report), args.report))
         }
         Command::Scheduler(_) | Command::Executor(_) => Err(Error::usage(
             "scheduler and executor are processes, not jobs",
@@ -304,10 +304,7 @@ async fn dispatch(command: Command) -> Result<(Box<dyn Outcome>, Option<PathBuf>
 }
 
 /// `blobgc plan`: the mark phase only, into `--out` or the plan root's directory of the run.
-async fn plan_only(
-    args: JobArgs,
-    out: Option<String>,
-) -> Result<(Box<dyn Outcome>, Option<PathBuf>)> {
+async fn plan_only(args: JobArgs, out: Option<String>) -> Result<(Printed, Option<PathBuf>)> {
     let job = args.resolve(chrono::Utc::now)?;
     let root = plan_root(&job)?;
     let dir = match (&out, &root) {
@@ -323,11 +320,11 @@ async fn plan_only(
     let planned = plan(&job, &dir, &progress()).await;
     let summary = give_back(lease, planned).await?;
     let report = Report::new(&summary, dir.location.url(), None, true);
-    Ok((Box::new(report), job.report))
+    Ok((Printed::of(&report), job.report))
 }
 
 /// `blobgc sweep`: executes or resumes a plan, as the same run (and lease) as its plan.
-async fn sweep_only(args: SweepArgs) -> Result<(Box<dyn Outcome>, Option<PathBuf>)> {
+async fn sweep_only(args: SweepArgs) -> Result<(Printed, Option<PathBuf>)> {
     let file: JobArgs = match &args.job {
         Some(path) => crate::options::read_job_file(path)?,
         None => JobArgs::default(),
@@ -357,7 +354,7 @@ async fn sweep_only(args: SweepArgs) -> Result<(Box<dyn Outcome>, Option<PathBuf
     drop(kept);
     let (summary, metrics) = give_back(lease, swept).await?;
     let report = Report::new(&summary, dir.location.url(), Some(&metrics), false);
-    Ok((Box::new(report), args.report))
+    Ok((Printed::of(&report), args.report))
 }
 
 /// The lease of the run that made `planned`, under its plan root.

@@ -19,7 +19,7 @@ use crate::frame;
 use crate::functions;
 use crate::guards;
 use crate::listing::{BLOB_ID, path_of};
-use crate::outcome::{Outcome, Status, json_line};
+use crate::outcome::{Outcome, Status};
 use crate::plan_dir::PlanDir;
 use crate::progress::Progress;
 use crate::references::{self, SourceSpec};
@@ -503,10 +503,6 @@ impl Outcome for IncrementalReport {
             self.carried_over_rows,
             self.remaining_deletion_rows
         )
-    }
-
-    fn json(&self) -> String {
-        json_line(self)
     }
 
     fn exit_code(&self) -> i32 {

@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::filter::hex;
-use crate::outcome::{Outcome, json_line};
+use crate::outcome::Outcome;
 use crate::plan_root::{LEASES, PlanRoot};
 use chrono::{DateTime, Utc};
 use object_store::ObjectStoreExt;
@@ -37,190 +37,25 @@ pub struct LeaseRecord {
 /// A lease held by this process.
 #[derive(Debug, Clone)]
 pub struct Lease {
-    root: PlanRoot,
-    path: Path,
+    file: LeaseFile,
     pub record: LeaseRecord,
 }
 
-impl Lease {
-    /// How to try again once `holder` is found in the lease (`version` its conditional-update
-    /// token): this run's own lease, left by a crash, is retaken; an expired one is taken over
-    /// (its run noted in `expired`); a live one is refused.
-    async fn next_try(
-        &self,
-        holder: LeaseRecord,
-        version: Option<UpdateVersion>,
-        now: DateTime<Utc>,
-        expired: &mut Option<String>,
-    ) -> Result<PutMode> {
-        if holder.run_id == self.record.run_id {
-            // This run's own lease, left by a crash: a resumed sweep retakes it.
-            return Ok(PutMode::Overwrite);
-        }
-        if holder.expires_at > now {
-            return Err(Error::Locked(format!(
-                "another blobgc run holds the lease of {}: run {} on host {} (pid {}) since {}, until {}; \
-                 wait for it, or once it is surely dead delete {}",
-                self.record.store,
-                holder.run_id,
-                holder.host,
-                holder.pid,
-                holder.acquired_at,
-                holder.expires_at,
-                self.url()
-            )));
-        }
-        tracing::warn!(holder = %holder.run_id, expired = %holder.expires_at, "taking over an expired lease");
-        *expired = Some(holder.run_id.clone());
-        Ok(match version {
-            Some(v) => PutMode::Update(v),
-            None => {
-                self.delete().await?;
-                PutMode::Create
-            }
-        })
-    }
+/// The object a store's lease is kept in, whoever holds it.
+#[derive(Debug, Clone)]
+struct LeaseFile {
+    root: PlanRoot,
+    path: Path,
+}
 
-    /// Takes the lease of `store` for `run_id` until `now + ttl`; exit 3 naming the holder when
-    /// another run holds it.
-    pub async fn acquire(
-        root: &PlanRoot,
-        store: &str,
-        run_id: &str,
-        ttl_seconds: u64,
-        now: DateTime<Utc>,
-    ) -> Result<Lease> {
-        let path = lease_path(root, store);
-        let record = LeaseRecord {
-            run_id: run_id.to_string(),
-            host: host(),
-            pid: std::process::id(),
-            store: store.to_string(),
-            acquired_at: now,
-            expires_at: now + chrono::Duration::seconds(ttl_seconds.min(i64::MAX as u64) as i64),
-        };
-        let json = serde_json::to_vec_pretty(&record)
-            .map_err(|e| Error::runtime(format!("encoding the lease: {e}")))?;
-        let lease = Lease {
+impl LeaseFile {
+    /// The lease object of `store` under `root`.
+    fn of(root: &PlanRoot, store: &str) -> LeaseFile {
+        let name = format!("{}.json", &hex(&Sha256::digest(store.as_bytes()))[..16]);
+        LeaseFile {
             root: root.clone(),
-            path,
-            record,
-        };
-        let store_api = &root.location.store;
-        let mut mode = PutMode::Create;
-        let mut expired: Option<String> = None;
-        for _ in 0..ATTEMPTS {
-            let put = store_api
-                .put_opts(
-                    &lease.path,
-                    PutPayload::from(json.clone()),
-                    PutOptions::from(mode.clone()),
-                )
-                .await;
-            match put {
-                Ok(_) => return Ok(lease),
-                Err(object_store::Error::AlreadyExists { .. })
-                | Err(object_store::Error::Precondition { .. }) => {}
-                // No conditional update here (local disks): delete the expired lease and race
-                // for a fresh one, which the conditional create still arbitrates.
-                Err(object_store::Error::NotImplemented { .. })
-                    if matches!(mode, PutMode::Update(_)) =>
-                {
-                    if let Some((holder, _)) = lease.read().await?
-                        && Some(&holder.run_id) == expired.as_ref()
-                    {
-                        lease.delete().await?;
-                    }
-                    mode = PutMode::Create;
-                    continue;
-                }
-                Err(e) => return Err(lease.failed("taking", e)),
-            }
-            mode = match lease.read().await? {
-                Some((holder, version)) => {
-                    lease.next_try(holder, version, now, &mut expired).await?
-                }
-                None => PutMode::Create,
-            };
+            path: root.location.path.clone().join(LEASES).join(name),
         }
-        Err(Error::Locked(format!(
-            "the lease of {store} at {} changed hands {ATTEMPTS} times while taking it: another run is starting",
-            lease.url()
-        )))
-    }
-
-    /// Fails (exit 3) unless this run still holds its lease at `now`: a run that outlived its
-    /// lease may overlap another and must not start deleting.
-    pub async fn check(&self, now: DateTime<Utc>) -> Result<()> {
-        match self.read().await? {
-            Some((holder, _)) if holder.run_id == self.record.run_id && holder.expires_at > now => {
-                Ok(())
-            }
-            Some((holder, _)) if holder.run_id != self.record.run_id => {
-                Err(Error::aborted(format!(
-                    "lost the lease of {} to run {} on host {}: not deleting",
-                    self.record.store, holder.run_id, holder.host
-                )))
-            }
-            _ => Err(Error::aborted(format!(
-                "the lease of {} expired at {} before the sweep started (raise --lease-ttl): not deleting",
-                self.record.store, self.record.expires_at
-            ))),
-        }
-    }
-
-    /// Gives the lease back, if it is still ours.
-    pub async fn release(self) -> Result<()> {
-        if let Some((holder, _)) = self.read().await?
-            && holder.run_id == self.record.run_id
-        {
-            self.delete().await?;
-        }
-        Ok(())
-    }
-
-    /// Moves the expiry to `now + ttl_seconds`, with a conditional update where the store has
-    /// one; fails (exit 3) when another run holds the lease or it is gone.
-    pub async fn renew(&mut self, now: DateTime<Utc>, ttl_seconds: u64) -> Result<()> {
-        let Some((holder, version)) = self.read().await? else {
-            return Err(Error::aborted(format!(
-                "the lease {} is gone: not deleting",
-                self.url()
-            )));
-        };
-        if holder.run_id != self.record.run_id {
-            return Err(Error::aborted(format!(
-                "lost the lease of {} to run {} on host {}: not deleting",
-                self.record.store, holder.run_id, holder.host
-            )));
-        }
-        let record = LeaseRecord {
-            expires_at: now + chrono::Duration::seconds(ttl_seconds.min(i64::MAX as u64) as i64),
-            ..self.record.clone()
-        };
-        let json = serde_json::to_vec_pretty(&record)
-            .map_err(|e| Error::runtime(format!("encoding the lease: {e}")))?;
-        let store = &self.root.location.store;
-        let mode = version.map_or(PutMode::Overwrite, PutMode::Update);
-        let put = |mode: PutMode| {
-            store.put_opts(
-                &self.path,
-                PutPayload::from(json.clone()),
-                PutOptions::from(mode),
-            )
-        };
-        match put(mode).await {
-            Ok(_) => {}
-            // No conditional update here (local disks): the holder was checked just above.
-            Err(object_store::Error::NotImplemented { .. }) => {
-                put(PutMode::Overwrite)
-                    .await
-                    .map_err(|e| self.failed("renewing", e))?;
-            }
-            Err(e) => return Err(self.failed("renewing", e)),
-        }
-        self.record = record;
-        Ok(())
     }
 
     fn url(&self) -> String {
@@ -263,10 +98,182 @@ impl Lease {
     }
 }
 
-/// Where the lease of `store` lives under `root`.
-fn lease_path(root: &PlanRoot, store: &str) -> Path {
-    let name = format!("{}.json", &hex(&Sha256::digest(store.as_bytes()))[..16]);
-    root.location.path.clone().join(LEASES).join(name)
+impl Lease {
+    /// How to try again once `holder` is found in the lease (`version` its conditional-update
+    /// token): this run's own lease, left by a crash, is retaken; an expired one is taken over
+    /// (its run noted in `expired`); a live one is refused.
+    async fn next_try(
+        &self,
+        holder: LeaseRecord,
+        version: Option<UpdateVersion>,
+        now: DateTime<Utc>,
+        expired: &mut Option<String>,
+    ) -> Result<PutMode> {
+        if holder.run_id == self.record.run_id {
+            // This run's own lease, left by a crash: a resumed sweep retakes it.
+            return Ok(PutMode::Overwrite);
+        }
+        if holder.expires_at > now {
+            return Err(Error::Locked(format!(
+                "another blobgc run holds the lease of {}: run {} on host {} (pid {}) since {}, until {}; \
+                 wait for it, or once it is surely dead delete {}",
+                self.record.store,
+                holder.run_id,
+                holder.host,
+                holder.pid,
+                holder.acquired_at,
+                holder.expires_at,
+                self.file.url()
+            )));
+        }
+        tracing::warn!(holder = %holder.run_id, expired = %holder.expires_at, "taking over an expired lease");
+        *expired = Some(holder.run_id.clone());
+        Ok(match version {
+            Some(v) => PutMode::Update(v),
+            None => {
+                self.file.delete().await?;
+                PutMode::Create
+            }
+        })
+    }
+
+    /// Takes the lease of `store` for `run_id` until `now + ttl`; exit 5 naming the holder when
+    /// another run holds it.
+    pub async fn acquire(
+        root: &PlanRoot,
+        store: &str,
+        run_id: &str,
+        ttl_seconds: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Lease> {
+        let record = LeaseRecord {
+            run_id: run_id.to_string(),
+            host: host(),
+            pid: std::process::id(),
+            store: store.to_string(),
+            acquired_at: now,
+            expires_at: expiry(now, ttl_seconds),
+        };
+        let json = encode(&record)?;
+        let lease = Lease {
+            file: LeaseFile::of(root, store),
+            record,
+        };
+        let store_api = &root.location.store;
+        let mut mode = PutMode::Create;
+        let mut expired: Option<String> = None;
+        for _ in 0..ATTEMPTS {
+            let put = store_api
+                .put_opts(
+                    &lease.file.path,
+                    PutPayload::from(json.clone()),
+                    PutOptions::from(mode.clone()),
+                )
+                .await;
+            match put {
+                Ok(_) => return Ok(lease),
+                Err(object_store::Error::AlreadyExists { .. })
+                | Err(object_store::Error::Precondition { .. }) => {}
+                // No conditional update here (local disks): delete the expired lease and race
+                // for a fresh one, which the conditional create still arbitrates.
+                Err(object_store::Error::NotImplemented { .. })
+                    if matches!(mode, PutMode::Update(_)) =>
+                {
+                    if let Some((holder, _)) = lease.file.read().await?
+                        && Some(&holder.run_id) == expired.as_ref()
+                    {
+                        lease.file.delete().await?;
+                    }
+                    mode = PutMode::Create;
+                    continue;
+                }
+                Err(e) => return Err(lease.file.failed("taking", e)),
+            }
+            mode = match lease.file.read().await? {
+                Some((holder, version)) => {
+                    lease.next_try(holder, version, now, &mut expired).await?
+                }
+                None => PutMode::Create,
+            };
+        }
+        Err(Error::Locked(format!(
+            "the lease of {store} at {} changed hands {ATTEMPTS} times while taking it: another run is starting",
+            lease.file.url()
+        )))
+    }
+
+    /// Fails (exit 3) unless this run still holds its lease at `now`: a run that outlived its
+    /// lease may overlap another and must not start deleting.
+    pub async fn check(&self, now: DateTime<Utc>) -> Result<()> {
+        match self.file.read().await? {
+            Some((holder, _)) if holder.run_id == self.record.run_id && holder.expires_at > now => {
+                Ok(())
+            }
+            Some((holder, _)) if holder.run_id != self.record.run_id => Err(self.lost_to(&holder)),
+            _ => Err(Error::aborted(format!(
+                "the lease of {} expired at {} before the sweep started (raise --lease-ttl): not deleting",
+                self.record.store, self.record.expires_at
+            ))),
+        }
+    }
+
+    /// Gives the lease back, if it is still ours.
+    pub async fn release(self) -> Result<()> {
+        if let Some((holder, _)) = self.file.read().await?
+            && holder.run_id == self.record.run_id
+        {
+            self.file.delete().await?;
+        }
+        Ok(())
+    }
+
+    /// Another run holds what was this run's lease: nothing may be deleted.
+    fn lost_to(&self, holder: &LeaseRecord) -> Error {
+        Error::aborted(format!(
+            "lost the lease of {} to run {} on host {}: not deleting",
+            self.record.store, holder.run_id, holder.host
+        ))
+    }
+
+    /// Moves the expiry to `now + ttl_seconds`, with a conditional update where the store has
+    /// one; fails (exit 3) when another run holds the lease or it is gone.
+    pub async fn renew(&mut self, now: DateTime<Utc>, ttl_seconds: u64) -> Result<()> {
+        let Some((holder, version)) = self.file.read().await? else {
+            return Err(Error::aborted(format!(
+                "the lease {} is gone: not deleting",
+                self.file.url()
+            )));
+        };
+        if holder.run_id != self.record.run_id {
+            return Err(self.lost_to(&holder));
+        }
+        let record = LeaseRecord {
+            expires_at: expiry(now, ttl_seconds),
+            ..self.record.clone()
+        };
+        let json = encode(&record)?;
+        let store = &self.file.root.location.store;
+        let mode = version.map_or(PutMode::Overwrite, PutMode::Update);
+        let put = |mode: PutMode| {
+            store.put_opts(
+                &self.file.path,
+                PutPayload::from(json.clone()),
+                PutOptions::from(mode),
+            )
+        };
+        match put(mode).await {
+            Ok(_) => {}
+            // No conditional update here (local disks): the holder was checked just above.
+            Err(object_store::Error::NotImplemented { .. }) => {
+                put(PutMode::Overwrite)
+                    .await
+                    .map_err(|e| self.file.failed("renewing", e))?;
+            }
+            Err(e) => return Err(self.file.failed("renewing", e)),
+        }
+        self.record = record;
+        Ok(())
+    }
 }
 
 /// What `blobgc unlock` found and did.
@@ -289,19 +296,7 @@ pub async fn unlock(
     force: bool,
     now: DateTime<Utc>,
 ) -> Result<UnlockReport> {
-    let nobody = LeaseRecord {
-        run_id: String::new(),
-        host: String::new(),
-        pid: 0,
-        store: store.to_string(),
-        acquired_at: now,
-        expires_at: now,
-    };
-    let lease = Lease {
-        root: root.clone(),
-        path: lease_path(root, store),
-        record: nobody,
-    };
+    let lease = LeaseFile::of(root, store);
     let holder = lease.read().await?.map(|(holder, _)| holder);
     let mut report = UnlockReport {
         store: store.to_string(),
@@ -330,6 +325,16 @@ pub async fn unlock(
     Ok(report)
 }
 
+/// The expiry of a lease renewed at `now` for `ttl_seconds`.
+fn expiry(now: DateTime<Utc>, ttl_seconds: u64) -> DateTime<Utc> {
+    now + chrono::Duration::seconds(ttl_seconds.min(i64::MAX as u64) as i64)
+}
+
+fn encode(record: &LeaseRecord) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(record)
+        .map_err(|e| Error::runtime(format!("encoding the lease: {e}")))
+}
+
 fn host() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -353,10 +358,6 @@ impl Outcome for UnlockReport {
                 if removed { ": removed" } else { "" }
             ),
         }
-    }
-
-    fn json(&self) -> String {
-        json_line(self)
     }
 
     fn exit_code(&self) -> i32 {

@@ -4,19 +4,31 @@
 
 use serde::Serialize;
 
-/// Something a command did, as it reports it.
+/// Something a command did, as it reports it to people; its JSON is its `Serialize`.
 pub trait Outcome {
     /// A few lines for the operator's terminal.
     fn human(&self) -> String;
-    /// The JSON report, one line.
-    fn json(&self) -> String;
     fn exit_code(&self) -> i32;
 }
 
-/// `report` as one line of JSON; should encoding fail, a line that says so.
-pub fn json_line<T: Serialize>(report: &T) -> String {
-    serde_json::to_string(report)
-        .unwrap_or_else(|e| format!("{{\"status\":\"error\",\"error\":\"{e}\"}}"))
+/// A report as the command line prints it.
+#[derive(Debug, Clone)]
+pub struct Printed {
+    pub human: String,
+    /// The JSON report, one line; should encoding fail, a line that says so.
+    pub json: String,
+    pub exit_code: i32,
+}
+
+impl Printed {
+    pub fn of<T: Outcome + Serialize>(report: &T) -> Printed {
+        Printed {
+            human: report.human(),
+            json: serde_json::to_string(report)
+                .unwrap_or_else(|e| format!("{{\"status\":\"error\",\"error\":\"{e}\"}}")),
+            exit_code: report.exit_code(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

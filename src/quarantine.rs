@@ -11,7 +11,7 @@
 //! A quarantine inside the store is left out of the listing (see [`crate::plan`]).
 
 use crate::error::{Error, Result};
-use crate::outcome::{Outcome, Status, json_line};
+use crate::outcome::{Outcome, Status};
 use crate::store::Location;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
@@ -288,10 +288,6 @@ impl Outcome for PurgeReport {
         )
     }
 
-    fn json(&self) -> String {
-        json_line(self)
-    }
-
     fn exit_code(&self) -> i32 {
         0
     }
@@ -307,10 +303,6 @@ impl Outcome for RestoreReport {
             self.error_count,
             self.errors
         )
-    }
-
-    fn json(&self) -> String {
-        json_line(self)
     }
 
     fn exit_code(&self) -> i32 {

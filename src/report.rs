@@ -1,7 +1,7 @@
 //! The run report (README, "Report and exit codes"): JSON for orchestrators, a few lines for people.
 
+use crate::outcome::Outcome;
 pub use crate::outcome::Status;
-use crate::outcome::{Outcome, json_line};
 use crate::summary::{PlanCounts, PlanStatus, PlanSummary, Selection};
 use crate::sweep::{FailedBatch, SweepMetrics};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -118,10 +118,6 @@ impl Report {
 }
 
 impl Outcome for Report {
-    fn json(&self) -> String {
-        json_line(self)
-    }
-
     fn exit_code(&self) -> i32 {
         self.status.exit_code()
     }

@@ -16,7 +16,7 @@
 use crate::error::{Error, Result};
 use crate::guards;
 use crate::listing::{BLOB_ID, SIZE};
-use crate::outcome::{Outcome, Status, json_line};
+use crate::outcome::{Outcome, Status};
 use crate::plan_dir::PlanDir;
 use crate::progress::Progress;
 use crate::references::{self, SourceSpec};
@@ -449,10 +449,6 @@ impl Outcome for UploadsReport {
             self.gced_bytes,
             self.shared_blob_kept_count
         )
-    }
-
-    fn json(&self) -> String {
-        json_line(self)
     }
 
     fn exit_code(&self) -> i32 {

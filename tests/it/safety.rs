@@ -519,42 +519,8 @@ fn a_run_sent_sigterm_mid_sweep_stops_partial_and_resumes() {
     let orphans = blobs(&f, "orphan", 40);
     let kept = blobs(&f, "kept", 5);
     let refs = f.refs("messages", &kept);
-    let root = f.path("plans").display().to_string();
-    let report = f.path("report.json");
-    let store = f.store_url();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_blobgc"))
-        .args([
-            "run",
-            "--store",
-            &store,
-            "--now",
-            T2,
-            "--refs",
-            &refs,
-            "--plan-root",
-            &root,
-        ])
-        .args([
-            "--fpp",
-            "0.0000001",
-            "--batch-size",
-            "1",
-            "--delete-concurrency",
-            "1",
-        ])
-        .args(["--max-deletes-per-second", "4", "--report"])
-        .arg(&report)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while all(&f).len() > orphans.len() + kept.len() - 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the sweep never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let mut child = slow_run(&f, &refs, "10m", "4");
+    until_deleted(&f, orphans.len() + kept.len(), 2);
     let term = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -563,7 +529,7 @@ fn a_run_sent_sigterm_mid_sweep_stops_partial_and_resumes() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(4));
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(f.path(SLOW_REPORT)).unwrap()).unwrap();
     assert_eq!(report["status"], "partial");
     assert!(
         report["stopped_batch_count"].as_u64().unwrap() > 0,
@@ -583,7 +549,11 @@ fn a_run_sent_sigterm_mid_sweep_stops_partial_and_resumes() {
     assert_eq!(all(&f), kept.into_iter().collect());
 }
 
-/// `blobgc run` under a plan root with a short lease, its sweep slowed to `per_second` batches.
+/// Where [`slow_run`] writes its report, below the fixture.
+const SLOW_REPORT: &str = "slow-run.json";
+
+/// `blobgc run` under a plan root with a lease of `ttl`, its sweep slowed to `per_second`
+/// batches, its report in [`SLOW_REPORT`].
 fn slow_run(f: &Fixture, refs: &str, ttl: &str, per_second: &str) -> std::process::Child {
     let root = f.path("plans").display().to_string();
     std::process::Command::new(env!("CARGO_BIN_EXE_blobgc"))
@@ -605,7 +575,8 @@ fn slow_run(f: &Fixture, refs: &str, ttl: &str, per_second: &str) -> std::proces
             "0.0000001",
         ])
         .args(["--batch-size", "1", "--delete-concurrency", "1"])
-        .args(["--max-deletes-per-second", per_second])
+        .args(["--max-deletes-per-second", per_second, "--report"])
+        .arg(f.path(SLOW_REPORT))
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
