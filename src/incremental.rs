@@ -14,7 +14,7 @@
 //! (every row of a deleted blob removed) written to `--deletions-out`.
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams, fully_canonical};
+use crate::filter::{FilterParams, Sharded, fully_canonical};
 use crate::frame;
 use crate::functions;
 use crate::guards;
@@ -287,13 +287,13 @@ async fn unreferenced(
         job.fpp,
         FilterParams::seed_from_salt(&job.salt),
     );
-    let mut bloom = Bloom::new(params)?;
-    concerned.iter().for_each(|id| bloom.insert(id));
+    let mut filter = Sharded::empty(params, 1)?;
+    concerned.iter().for_each(|id| filter.insert(id));
     let (location, checksum) = dir
-        .write_filter(&format!("filter-{}.bloom", job.run_id), bloom.encode())
+        .write_filter(&format!("filter-{}", job.run_id), &filter)
         .await?;
-    drop(bloom);
-    let maybe = functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
+    drop(filter);
+    let maybe = functions::in_stored_filter(col(BLOB_ID), location, checksum);
     let found: HashSet<String> =
         frame::strings(references.filter(maybe)?, usize::MAX, "reading References")
             .await?

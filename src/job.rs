@@ -48,6 +48,9 @@ pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: u64 = 15 * 60;
 /// store within this long.
 pub const DEFAULT_LEASE_TTL_SECONDS: u64 = 10 * 60;
 
+/// The most shards a filter is split into: 64 Ki shards of a few MB hold 10^11 ids at 10^-6.
+pub const MAX_SHARDS: u32 = 1 << 16;
+
 /// The inputs and parameters of one GC run, checked.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -63,6 +66,8 @@ pub struct Job {
     pub fpp: f64,
     pub max_fpp: f64,
     pub expected_references: Option<u64>,
+    /// Shards of the filter (a power of two); None: from its size (`plan::sizing::shards`).
+    pub shards: Option<u32>,
     pub salt: String,
     pub batch_size: usize,
     pub dry_run: bool,
@@ -113,6 +118,7 @@ impl Job {
             fpp: options::FPP,
             max_fpp: 2.0 * options::FPP,
             expected_references: None,
+            shards: None,
             salt: options::random_salt(),
             batch_size: options::BATCH_SIZE,
             dry_run: false,
@@ -162,6 +168,14 @@ impl Job {
         }
         if self.expected_references == Some(0) {
             return fail("--expected-references must be >= 1".into());
+        }
+        if let Some(k) = self
+            .shards
+            .filter(|k| !k.is_power_of_two() || *k > MAX_SHARDS)
+        {
+            return fail(format!(
+                "--shards must be a power of two from 1 to {MAX_SHARDS}, got {k}"
+            ));
         }
         if self.partitions == 0 || self.delete_concurrency == 0 || self.list_concurrency == 0 {
             return fail(
@@ -252,6 +266,10 @@ pub struct JobArgs {
     /// Size the filter for this many references (default: the reference row count).
     #[arg(long, value_name = "N")]
     pub expected_references: Option<u64>,
+    /// Shards of the filter, a power of two (default: from its size, a few MB each). Runs with
+    /// the same salt and shards select the same candidates, in-process or on a cluster.
+    #[arg(long, value_name = "K")]
+    pub shards: Option<u32>,
     /// The salt of the filter's hashing (default: random, recorded in the report).
     #[arg(long, value_name = "TEXT")]
     pub salt: Option<String>,
@@ -383,6 +401,7 @@ impl JobArgs {
         job.fpp = o.fpp.unwrap_or(job.fpp);
         job.max_fpp = o.max_fpp.unwrap_or(2.0 * job.fpp).min(1.0);
         job.expected_references = o.expected_references;
+        job.shards = o.shards;
         job.salt = o.salt.clone().unwrap_or(job.salt);
         job.batch_size = o.batch_size.unwrap_or(job.batch_size);
         job.dry_run = o.dry_run;

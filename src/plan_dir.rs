@@ -3,9 +3,10 @@
 //! ```text
 //! summary.json                 inputs, parameters, counts, status, the list of batches
 //! clock.json                   the run's clock, written to read the store's own time back
-//! filter-<run>.parquet         the merged Bloom filter as the reduce stage wrote it (its
-//!                              SHA-256 is in the summary and checked by every reader)
-//! filter-<run>.bloom           the filter of `blobgc incremental`
+//! filter-<run>.json            the run's Bloom filter: a manifest naming its shards by SHA-256
+//!                              (the manifest's own is in the summary; every reader checks both)
+//! filter-<run>/<sha256>.bloom  its shards (filter::StoredFilter); `blobgc incremental` and the
+//! candidates-<run>.json, ...   cluster's verification store their filters the same way
 //! listing-<run>/               on a cluster, a live listing as an inventory, while planning
 //! batches/<name>.parquet       deletion batches: blob_id (Utf8), size (Int64)
 //! done/<name>.json             written once a batch is fully deleted: the sweep skips it
@@ -14,6 +15,7 @@
 //! executed: a stray file in `batches/` deletes nothing.
 
 use crate::error::{Error, Result};
+use crate::filter::{Sharded, StoredFilter};
 use crate::listing::{BLOB_ID, SIZE};
 use crate::store::Location;
 use crate::summary::PlanSummary;
@@ -89,13 +91,20 @@ impl PlanDir {
         Ok(meta.last_modified)
     }
 
-    /// Stores an encoded filter as `name`; returns its location and checksum.
-    pub async fn write_filter(&self, name: &str, encoded: Vec<u8>) -> Result<(String, String)> {
-        let checksum = crate::filter::StoredFilter::checksum(&encoded);
+    /// Stores `filter` as `stem` ([`StoredFilter::write`]): its manifest's URL and checksum.
+    pub async fn write_filter(&self, stem: &str, filter: &Sharded) -> Result<(String, String)> {
+        StoredFilter::write(&self.location, stem, filter).await
+    }
+
+    /// Deletes the filter stored as `stem`: its manifest, then its shards.
+    pub async fn delete_filter(&self, stem: &str) -> Result<()> {
+        let manifest = self.location.child(&StoredFilter::manifest_name(stem));
         self.location
-            .write(&self.location.child(name), encoded)
-            .await?;
-        Ok((self.location.child_url(name), checksum))
+            .store
+            .delete(&manifest)
+            .await
+            .map_err(|e| Error::runtime(format!("removing the filter {manifest}: {e}")))?;
+        self.delete_dir(stem).await
     }
 
     /// The URL of a batch file, for DataFusion.

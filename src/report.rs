@@ -35,6 +35,7 @@ pub struct Report {
     /// Distinct referenced ids, estimated from the merged filter's bits.
     pub bloom_filter_estimated_distinct: u64,
     pub bloom_filter_hashes: u32,
+    pub bloom_filter_shards: u32,
     pub salt: String,
     pub now: String,
     pub current_generation: u64,
@@ -97,6 +98,7 @@ impl Report {
             bloom_filter_bits: filter.map_or(0, |f| f.params.num_bits),
             bloom_filter_estimated_distinct: filter.map_or(0, |f| f.estimated_items),
             bloom_filter_hashes: filter.map_or(0, |f| f.params.num_hashes),
+            bloom_filter_shards: filter.map_or(0, |f| f.shards),
             salt: plan.salt.clone(),
             now: rfc3339(plan.now),
             current_generation: generations.2,
@@ -158,8 +160,9 @@ impl Outcome for Report {
             self.counts.candidate_count
         );
         out += &format!(
-            "  filter: {} bits, {} hashes, estimated fpp {:.5} (requested {}); salt {}; generation {} (family {}) at {}\n",
+            "  filter: {} bits in {} shard(s), {} hashes, estimated fpp {:.5} (requested {}); salt {}; generation {} (family {}) at {}\n",
             self.bloom_filter_bits,
+            self.bloom_filter_shards,
             self.bloom_filter_hashes,
             self.bloom_filter_estimated_fpp,
             self.bloom_filter_associated_probability,

@@ -12,9 +12,11 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 /// A session with blobgc's functions, using `partitions` parallel partitions, whose stores are
 /// made with the job's options `s3`.
 pub fn local(partitions: usize, s3: &S3Options) -> Result<SessionContext> {
-    let config = SessionConfig::new()
-        .with_target_partitions(partitions.max(1))
-        .with_option_extension(JobOptions(s3.clone()));
+    let config = tuned(
+        SessionConfig::new()
+            .with_target_partitions(partitions.max(1))
+            .with_option_extension(JobOptions(s3.clone())),
+    );
     let state = SessionStateBuilder::new()
         .with_runtime_env(runtime_env(&config)?)
         .with_config(config)
@@ -23,4 +25,23 @@ pub fn local(partitions: usize, s3: &S3Options) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_state(state);
     functions::register(&ctx);
     Ok(ctx)
+}
+
+/// `config` with what blobgc's plans need of the planner, on every session that runs them:
+/// - the partial phase of an aggregate passes its rows on as states after the first batch: the
+///   filter's aggregate reduces nothing before its shuffle, its states are the fingerprints
+///   themselves, and a map task then holds a batch, not its share of every shard;
+/// - joins hash-partition both sides, even a small one: the listing is routed to its shards
+///   by a join with the table of shards, which must not be broadcast instead.
+pub fn tuned(mut config: SessionConfig) -> SessionConfig {
+    let options = config.options_mut();
+    options
+        .execution
+        .skip_partial_aggregation_probe_ratio_threshold = 0.0;
+    options
+        .execution
+        .skip_partial_aggregation_probe_rows_threshold = 0;
+    options.optimizer.hash_join_single_partition_threshold = 0;
+    options.optimizer.hash_join_single_partition_threshold_rows = 0;
+    config
 }

@@ -3,7 +3,7 @@
 //!
 //! That pass reads every reference once: each id's [`fingerprint`] (8 bytes) goes to the
 //! spill, a file per partition, and into a HyperLogLog [`Sketch`] of the distinct references.
-//! The Bloom filter hashes an id through its fingerprint ([`Bloom::hash`]), so it is then built
+//! The Bloom filter hashes an id through its fingerprint ([`crate::filter::Bloom::hash`]), so it is then built
 //! from the spill (partial filters per file, OR-merged), sized from the sketch, without reading
 //! the references again; the exact verification of the candidates reads the same files. A cluster,
 //! whose executors share no disk, reads the references twice instead: an estimating pass, then
@@ -24,7 +24,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams, extend_le_words, fingerprint};
+use crate::filter::{FilterParams, Sharded, extend_le_words, fingerprint};
 use crate::functions::for_each_id;
 use crate::listing::BLOB_ID;
 use datafusion::prelude::DataFrame;
@@ -188,32 +188,31 @@ impl Fingerprinted {
         Ok(done.into_iter().map(|(state, _)| state).collect())
     }
 
-    /// The Bloom filter of every spilled reference under `params`: a partial filter per file,
-    /// OR-merged, then folded to the distinct ids it holds at `fpp` (see [`Bloom::fold`]).
-    pub async fn build_filter(&self, params: FilterParams, fpp: f64) -> Result<Bloom> {
+    /// The filter of every spilled reference, `shards` shards of `params`: a partial filter
+    /// per file, OR-merged, then each shard folded to the distinct ids it holds at `fpp` (see
+    /// [`crate::filter::Bloom::fold`]).
+    pub async fn build_filter(
+        &self,
+        params: FilterParams,
+        shards: u32,
+        fpp: f64,
+    ) -> Result<Sharded> {
         let partials = self
             .fold(
                 "to build a filter from it",
-                || Ok((Bloom::new(params)?, Vec::new())),
-                |(bloom, hashes): &mut (Bloom, Vec<u64>), fps| {
-                    hashes.clear();
-                    hashes.extend(fps.iter().map(|&fp| bloom.hash_fingerprint(fp)));
-                    bloom.insert_hashes(hashes);
-                },
+                move || Sharded::empty(params, shards),
+                |filter: &mut Sharded, fps| filter.insert_fingerprints(fps),
             )
             .await?;
-        let mut partials = partials.into_iter().map(|(bloom, _)| bloom);
+        let mut partials = partials.into_iter();
         let mut merged = match partials.next() {
             Some(first) => first,
-            None => Bloom::new(params)?,
+            None => Sharded::empty(params, shards)?,
         };
         for partial in partials {
             merged.union(&partial)?;
         }
-        match merged.fit_factor(fpp) {
-            1 => Ok(merged),
-            factor => merged.fold(factor),
-        }
+        merged.fitted(fpp)
     }
 }
 
@@ -448,7 +447,7 @@ mod tests {
 
         // Sized for the rows, folded to the distinct ids: still every reference, any spelling.
         let params = FilterParams::foldable(300_000, 0.01, FilterParams::seed_from_salt("s"));
-        let bloom = done.build_filter(params, 0.01).await.unwrap();
+        let bloom = done.build_filter(params, 1, 0.01).await.unwrap();
         assert!(bloom.params().num_bits < params.num_bits, "folded");
         assert!((0..100_000).all(|i| bloom.contains(&format!("1_0005_{i}"))));
         let kept = (0..100_000)
@@ -482,7 +481,7 @@ mod tests {
         let bytes = std::fs::read(&file).unwrap();
         std::fs::write(&file, &bytes[..bytes.len() - 8]).unwrap();
         let params = FilterParams::for_items(5_000, 0.01, 7);
-        let refused = done.build_filter(params, 0.01).await.unwrap_err();
+        let refused = done.build_filter(params, 1, 0.01).await.unwrap_err();
         assert!(
             refused.to_string().contains("4999 fingerprints for 5000"),
             "{refused}"

@@ -138,8 +138,12 @@ impl SourceSummary {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FilterSummary {
+    /// The hashing of every shard, and all shards' bits together.
     #[serde(flatten)]
     pub params: FilterParams,
+    /// Shards the filter is cut into (plans from before shards had one).
+    #[serde(default = "one_shard")]
+    pub shards: u32,
     pub expected_items: u64,
     pub requested_fpp: f64,
     pub max_fpp: f64,
@@ -155,6 +159,10 @@ pub struct FilterSummary {
     /// SHA-256 of the encoded filter: every process loading it checks it.
     #[serde(default)]
     pub checksum: String,
+}
+
+fn one_shard() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

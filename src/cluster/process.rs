@@ -25,7 +25,7 @@ pub struct SchedulerArgs {
     /// Host name executors and clients reach this scheduler by (default: --bind).
     #[arg(long, value_name = "HOST")]
     pub external_host: Option<String>,
-    /// Largest gRPC message, in bytes (partial filters travel as one message).
+    /// Largest gRPC message, in bytes.
     #[arg(long, default_value_t = GRPC_MAX_MESSAGE_BYTES, value_name = "BYTES")]
     pub grpc_max_message_size: u32,
     /// An executor silent for this long is dead: its tasks are run again elsewhere.
@@ -59,7 +59,7 @@ pub struct ExecutorArgs {
     /// Tasks run at once (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub concurrent_tasks: Option<usize>,
-    /// Largest gRPC message, in bytes (partial filters travel as one message).
+    /// Largest gRPC message, in bytes.
     #[arg(long, default_value_t = GRPC_MAX_MESSAGE_BYTES, value_name = "BYTES")]
     pub grpc_max_message_size: u32,
     /// Seconds between heartbeats to the scheduler.

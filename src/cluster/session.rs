@@ -16,17 +16,17 @@ use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use std::sync::Arc;
 
-/// Results, shuffle fetches and partial filters travel as single gRPC messages: a partial filter
-/// is as large as the filter is before folding (26 MB at 10M blobs), above gRPC's 4-16 MiB
-/// defaults.
-pub const GRPC_MAX_MESSAGE_BYTES: u32 = 1 << 30;
+/// The largest gRPC message a cluster process takes: Ballista's default. No filter travels in
+/// one (shards are stored by the tasks that build them), so results and shuffle fetches stay
+/// far below it.
+pub const GRPC_MAX_MESSAGE_BYTES: u32 = 16 << 20;
 
 /// The session config of every cluster process: Ballista's, with the job options known, so the
 /// keys a client sets are applied on the executors.
 pub fn session_config() -> SessionConfig {
-    SessionConfig::new_with_ballista()
-        .with_option_extension(JobOptions::default())
-        .with_ballista_grpc_client_max_message_size(GRPC_MAX_MESSAGE_BYTES as usize)
+    crate::session::tuned(
+        SessionConfig::new_with_ballista().with_option_extension(JobOptions::default()),
+    )
 }
 
 /// A session state of `config` whose stores are made with the job's options in it.

@@ -12,11 +12,13 @@
 //! (in-process, a spill of the references' fingerprints).
 
 mod canonical;
+mod sharded;
 mod stored;
 
 pub(crate) use canonical::fully_canonical;
+pub use sharded::{FilterStats, Sharded, fit, shard_of};
 pub(crate) use stored::hex;
-pub use stored::{StoredFilter, load_cached};
+pub use stored::{LoadedFilter, Manifest, StoredFilter, load_cached};
 
 use crate::error::{Error, Result};
 use fastbloom::BloomFilter;
@@ -173,15 +175,10 @@ impl Bloom {
         }
     }
 
-    /// Whether each id, by its [`Self::hash`], may be in the filter, in order; fetched ahead
-    /// like [`Self::insert_hashes`].
-    pub fn contains_hashes<'a>(&'a self, hashes: &'a [u64]) -> impl Iterator<Item = bool> + 'a {
-        hashes.iter().enumerate().map(move |(i, &h)| {
-            if let Some(&ahead) = hashes.get(i + LOOKAHEAD) {
-                self.prefetch(ahead);
-            }
-            self.filter.contains_hash(h)
-        })
+    /// Whether an id, by its [`Self::hash`], may be in the filter.
+    #[inline]
+    fn contains_hash(&self, hash: u64) -> bool {
+        self.filter.contains_hash(hash)
     }
 
     /// Asks the CPU for the cache lines holding the bits of `hash`, without waiting for them.
@@ -274,15 +271,18 @@ impl Bloom {
         factor
     }
 
-    /// Share of bits set.
-    pub fn fill_ratio(&self) -> f64 {
-        let ones: u64 = self
-            .filter
+    /// Bits set.
+    pub fn ones(&self) -> u64 {
+        self.filter
             .as_slice()
             .iter()
             .map(|w| u64::from(w.count_ones()))
-            .sum();
-        ones as f64 / (self.filter.as_slice().len() as f64 * 64.0)
+            .sum()
+    }
+
+    /// Share of bits set.
+    pub fn fill_ratio(&self) -> f64 {
+        self.ones() as f64 / (self.filter.as_slice().len() as f64 * 64.0)
     }
 
     /// The false-positive rate this filter really has: `fill_ratio ^ hashes`. It catches an
@@ -483,7 +483,7 @@ mod tests {
         batched.insert_hashes(&hashes);
         assert_eq!(one.to_le_bytes(), batched.to_le_bytes());
         let all: Vec<u64> = ids.iter().map(|id| one.hash(id)).collect();
-        let found: Vec<bool> = one.contains_hashes(&all).collect();
+        let found: Vec<bool> = all.iter().map(|&h| one.contains_hash(h)).collect();
         let expected: Vec<bool> = ids.iter().map(|id| one.contains(id)).collect();
         assert_eq!(found, expected);
         assert!(found[..1_000].iter().all(|&f| f));

@@ -1,50 +1,39 @@
-//! The stored form of a merged filter, next to its plan: named by location, trusted by the
-//! SHA-256 of its bytes that every process loading it checks, and loaded once per process.
+//! The stored form of a filter, next to its plan: a manifest naming each shard by the SHA-256 of
+//! its bytes, and the shards, each a file named by that checksum. Every process loading a shard
+//! checks it; a location can be reused (a plan directory given again), a checksum cannot.
+//!
+//! ```text
+//! <stem>.json              the manifest: {"shards": ["<sha256 of shard 0>", ...]}
+//! <stem>/<sha256>.bloom    a shard: header and words (Bloom::encode)
+//! ```
+//!
+//! A process loads the manifest once and a shard only when an id of that shard is looked up: a
+//! cluster task probing one shard's ids never holds the others.
 
-use super::Bloom;
+use super::{Bloom, Sharded, sharded};
 use crate::error::{Error, Result};
-use crate::store::S3Options;
+use crate::store::{Location, S3Options};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, LazyLock, Mutex};
 
-/// A filter stored next to a plan, and the SHA-256 of its encoded bytes that every reader
-/// checks: a location can be reused (a plan directory given again), a checksum cannot.
+/// What names the stored parts of a filter.
 pub struct StoredFilter;
 
 impl StoredFilter {
-    /// The column of the Parquet file the reduce stage writes that holds the encoded filter.
-    pub const COLUMN: &'static str = "filter";
-
-    /// The SHA-256 of encoded filter bytes, in hex.
+    /// The SHA-256 of encoded bytes, in hex.
     pub fn checksum(bytes: &[u8]) -> String {
         hex(&Sha256::digest(bytes))
     }
 
-    /// The encoded filter in `bytes`, read from `location`: the file itself, or for a
-    /// `.parquet` file the first value of its [`Self::COLUMN`].
-    pub fn encoded(location: &str, bytes: bytes::Bytes) -> Result<Vec<u8>> {
-        if !location.ends_with(".parquet") {
-            return Ok(bytes.to_vec());
-        }
-        use arrow::array::{Array, AsArray};
-        let bad = |m: String| Error::runtime(format!("Bloom filter file {location}: {m}"));
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .map_err(|e| bad(e.to_string()))?
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
-        for batch in reader {
-            let batch = batch.map_err(|e| bad(e.to_string()))?;
-            let column = batch
-                .column_by_name(Self::COLUMN)
-                .ok_or_else(|| bad(format!("no {:?} column", Self::COLUMN)))?;
-            let column = column
-                .as_binary_opt::<i32>()
-                .ok_or_else(|| bad(format!("{:?} is not binary", Self::COLUMN)))?;
-            if !column.is_empty() && column.is_valid(0) {
-                return Ok(column.value(0).to_vec());
-            }
-        }
-        Err(bad("holds no filter".to_string()))
+    /// The manifest of the filter `stem`, and the directory of its shards.
+    pub fn manifest_name(stem: &str) -> String {
+        format!("{stem}.json")
+    }
+
+    /// A shard's file in the shard directory: its checksum.
+    pub fn shard_name(checksum: &str) -> String {
+        format!("{checksum}.bloom")
     }
 
     /// Checks `encoded` against `checksum`, then decodes it.
@@ -56,21 +45,128 @@ impl StoredFilter {
         }
         Bloom::decode(encoded)
     }
+
+    /// Writes an `encoded` shard into the shard directory `dir`; its checksum.
+    pub async fn write_shard(dir: &Location, encoded: Vec<u8>) -> Result<String> {
+        let checksum = Self::checksum(&encoded);
+        dir.write(&dir.child(&Self::shard_name(&checksum)), encoded)
+            .await?;
+        Ok(checksum)
+    }
+
+    /// Writes every shard of `filter` and its manifest as `stem` in `dir`: the manifest's URL
+    /// and checksum.
+    pub async fn write(dir: &Location, stem: &str, filter: &Sharded) -> Result<(String, String)> {
+        let shards = dir.join(stem)?;
+        let mut checksums = Vec::with_capacity(filter.shards().len());
+        for shard in filter.shards() {
+            checksums.push(Self::write_shard(&shards, shard.encode()).await?);
+        }
+        Manifest { shards: checksums }.write(dir, stem).await
+    }
+}
+
+/// The shards of a stored filter, by checksum, in shard order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub shards: Vec<String>,
+}
+
+impl Manifest {
+    /// Writes this manifest as `stem` in `dir`: its URL and checksum.
+    pub async fn write(&self, dir: &Location, stem: &str) -> Result<(String, String)> {
+        let bytes = serde_json::to_vec(self)
+            .map_err(|e| Error::runtime(format!("encoding a filter manifest: {e}")))?;
+        let checksum = StoredFilter::checksum(&bytes);
+        let name = StoredFilter::manifest_name(stem);
+        dir.write(&dir.child(&name), bytes).await?;
+        Ok((dir.child_url(&name), checksum))
+    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Filters loaded by this process, by location and checksum. Few runs share a process, so the
-/// cache is kept tiny: a filter can be large and an executor lives long.
-type Loaded = Vec<(String, Arc<Bloom>)>;
+/// A stored filter as one process sees it: the manifest read, each shard read on first use.
+pub struct LoadedFilter {
+    manifest: String,
+    shard_dir: String,
+    checksums: Vec<String>,
+    s3: S3Options,
+    shards: Mutex<Vec<Option<Arc<Bloom>>>>,
+}
+
+impl LoadedFilter {
+    fn open(location: &str, checksum: &str, s3: &S3Options) -> Result<Self> {
+        let bytes = crate::store::read_blocking(location, s3)?;
+        if StoredFilter::checksum(&bytes) != checksum {
+            return Err(Error::runtime(format!(
+                "filter manifest {location} does not match its checksum {checksum}: refusing to use it"
+            )));
+        }
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::runtime(format!("filter manifest {location}: {e}")))?;
+        let shard_dir = location
+            .strip_suffix(".json")
+            .ok_or_else(|| Error::runtime(format!("{location} is not a filter manifest")))?;
+        let count = u32::try_from(manifest.shards.len()).unwrap_or(0);
+        if count == 0 || !count.is_power_of_two() {
+            return Err(Error::runtime(format!(
+                "filter manifest {location} names {} shards, not a power of two",
+                manifest.shards.len()
+            )));
+        }
+        Ok(LoadedFilter {
+            manifest: location.to_string(),
+            shard_dir: shard_dir.to_string(),
+            shards: Mutex::new(vec![None; manifest.shards.len()]),
+            checksums: manifest.shards,
+            s3: s3.clone(),
+        })
+    }
+
+    /// Whether each id, by its fingerprint, may be in the filter, in order; the shards these
+    /// fall in are loaded first.
+    pub fn contains_fingerprints(&self, fps: &[u64]) -> Result<Vec<bool>> {
+        let count = self.checksums.len() as u32;
+        let mut needed = vec![false; self.checksums.len()];
+        fps.iter()
+            .for_each(|&fp| needed[sharded::shard_of(fp, count)] = true);
+        let shards = self.shards_for(&needed)?;
+        Ok(sharded::look_up(|s| shards[s].as_deref(), count, fps))
+    }
+
+    /// The shards `needed`, loaded if they were not; the others as they are.
+    fn shards_for(&self, needed: &[bool]) -> Result<Vec<Option<Arc<Bloom>>>> {
+        let poisoned = || Error::runtime(format!("filter {}: a loader panicked", self.manifest));
+        // Loaded under the lock: two tasks wanting one shard read it once.
+        let mut shards = self.shards.lock().map_err(|_| poisoned())?;
+        for (i, _) in needed.iter().enumerate().filter(|(_, n)| **n) {
+            if shards[i].is_none() {
+                shards[i] = Some(Arc::new(self.load(i)?));
+            }
+        }
+        Ok(shards.clone())
+    }
+
+    fn load(&self, shard: usize) -> Result<Bloom> {
+        let checksum = &self.checksums[shard];
+        let location = format!("{}/{}", self.shard_dir, StoredFilter::shard_name(checksum));
+        let bytes = crate::store::read_blocking(&location, &self.s3)?;
+        StoredFilter::verify_and_decode(&location, checksum, &bytes)
+    }
+}
+
+/// Filters opened by this process, by manifest location and checksum. Few runs share a
+/// process, so the cache is kept tiny: a filter can be large and an executor lives long.
+type Loaded = Vec<(String, Arc<LoadedFilter>)>;
 static LOADED: LazyLock<Mutex<Loaded>> = LazyLock::new(|| Mutex::new(Vec::new()));
 const LOADED_KEPT: usize = 2;
 
-/// The filter stored at `location` with `checksum`, loaded once per process; its store is
-/// reached with `s3`.
-pub fn load_cached(location: &str, checksum: &str, s3: &S3Options) -> Result<Arc<Bloom>> {
+/// The filter whose manifest is stored at `location` with `checksum`, opened once per process;
+/// its store is reached with `s3`.
+pub fn load_cached(location: &str, checksum: &str, s3: &S3Options) -> Result<Arc<LoadedFilter>> {
     let key = format!("{checksum}@{location}");
     let cached = || {
         LOADED.lock().ok().and_then(|v| {
@@ -82,11 +178,7 @@ pub fn load_cached(location: &str, checksum: &str, s3: &S3Options) -> Result<Arc
     if let Some(f) = cached() {
         return Ok(f);
     }
-    let bytes = crate::store::read_blocking(location, s3)?;
-    let encoded = StoredFilter::encoded(location, bytes)?;
-    let filter = Arc::new(StoredFilter::verify_and_decode(
-        location, checksum, &encoded,
-    )?);
+    let filter = Arc::new(LoadedFilter::open(location, checksum, s3)?);
     if let Ok(mut v) = LOADED.lock() {
         if v.len() >= LOADED_KEPT {
             v.remove(0);

@@ -1,15 +1,14 @@
-//! The filter step: size the filter for the distinct references, build it (partial filters
-//! OR-merged, then folded), store it next to the plan, and stop the run when it came out fuller
+//! The filter step: size the filter for the distinct references, cut it into shards, build
+//! each (partial filters OR-merged, then folded), store them next to the plan, and stop the run when it came out fuller
 //! than `--max-fpp` allows.
 
 use super::engine::Engine;
 use super::sizing::{self, RESIZE_ABOVE};
 use super::{Built, Run};
 use crate::error::{Error, Result};
-use crate::filter::FilterParams;
+use crate::filter::{FilterParams, Sharded};
 use crate::summary::{FilterSummary, PlanSummary};
 use datafusion::prelude::DataFrame;
-use object_store::ObjectStoreExt;
 
 /// The run's filter of `references` (`rows` id values), sized from the job, the engine's
 /// sketch, the `previous` run or an estimating pass, in that order; its figures go into
@@ -34,63 +33,74 @@ pub(super) async fn filter(
         None => estimate(run, references, rows).await?,
     };
     run.progress.step("building the Bloom filter of references");
-    let seed = FilterParams::seed_from_salt(&job.salt);
     let stem = format!("filter-{}", job.run_id);
-    let mut params = FilterParams::foldable(expected, job.fpp, seed);
+    let mut shape = Shape::new(run, expected)?;
     let mut built = engine
-        .build_filter(references, params, job.fpp, run.dir, &stem)
+        .build_filter(references, &shape, run.dir, &stem)
         .await?;
-    if guessed && from_previous.is_some() && built.bloom.estimated_fpp() > job.fpp * RESIZE_ABOVE {
+    let mut stats = built.stats;
+    if guessed && from_previous.is_some() && stats.estimated_fpp > job.fpp * RESIZE_ABOVE {
         tracing::info!(
-            estimated_fpp = built.bloom.estimated_fpp(),
+            estimated_fpp = stats.estimated_fpp,
             sized_for = expected,
             "more distinct references than the last run suggested: estimating them and building the filter again"
         );
-        let undersized = run.dir.location.child(&built.name);
-        run.dir
-            .location
-            .store
-            .delete(&undersized)
-            .await
-            .map_err(|e| {
-                Error::runtime(format!("removing the undersized filter {undersized}: {e}"))
-            })?;
+        run.dir.delete_filter(&built.stem).await?;
         expected = estimate(run, references, rows).await?;
-        params = FilterParams::foldable(expected, job.fpp, seed);
+        shape = Shape::new(run, expected)?;
+        let stem = format!("{stem}-resized");
         built = engine
-            .build_filter(
-                references,
-                params,
-                job.fpp,
-                run.dir,
-                &format!("{stem}-resized"),
-            )
+            .build_filter(references, &shape, run.dir, &stem)
             .await?;
+        stats = built.stats;
     }
     summary.counts.reference_count = built.ids;
     summary.counts.null_reference_count = built.rows - built.ids;
-    let bloom = &built.bloom;
     summary.filter = Some(FilterSummary {
-        params: bloom.params(),
+        params: built.params,
+        shards: built.shards,
         expected_items: expected,
         requested_fpp: job.fpp,
         max_fpp: job.max_fpp,
-        estimated_fpp: bloom.estimated_fpp(),
-        fill_ratio: bloom.fill_ratio(),
-        estimated_items: bloom.estimated_items() as u64,
-        built_bits: params.num_bits,
+        estimated_fpp: stats.estimated_fpp,
+        fill_ratio: stats.fill_ratio,
+        estimated_items: stats.estimated_items as u64,
+        built_bits: shape.params.num_bits * u64::from(shape.shards),
         location: built.location.clone(),
         checksum: built.checksum.clone(),
     });
-    let estimated_fpp = bloom.estimated_fpp();
-    if estimated_fpp > job.max_fpp {
+    if stats.estimated_fpp > job.max_fpp {
         return Err(Error::aborted(format!(
-            "the merged Bloom filter's estimated false-positive rate {estimated_fpp:.4} exceeds --max-fpp {}: \
+            "the merged Bloom filter's estimated false-positive rate {:.4} exceeds --max-fpp {}: \
              it holds more distinct ids than the {expected} it was sized for (raise --expected-references)",
-            job.max_fpp
+            stats.estimated_fpp, job.max_fpp
         )));
     }
     Ok(built)
+}
+
+/// How the filter is cut and sized: `shards` shards of `params` each, folded to `fpp` once
+/// built.
+pub(super) struct Shape {
+    pub params: FilterParams,
+    pub shards: u32,
+    pub fpp: f64,
+}
+
+impl Shape {
+    /// The shape of a filter for `expected` distinct references: the job's shard count, or one
+    /// from the filter's size ([`sizing::shards`]).
+    fn new(run: &Run<'_>, expected: u64) -> Result<Shape> {
+        let job = run.job;
+        let seed = FilterParams::seed_from_salt(&job.salt);
+        let whole = FilterParams::foldable(expected, job.fpp, seed);
+        let shards = sizing::shards(job.shards, whole);
+        Ok(Shape {
+            params: Sharded::shard_params(expected, job.fpp, seed, shards)?,
+            shards,
+            fpp: job.fpp,
+        })
+    }
 }
 
 async fn estimate(run: &Run<'_>, references: &DataFrame, rows: u64) -> Result<u64> {

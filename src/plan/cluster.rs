@@ -4,9 +4,10 @@
 //! and this process's when the references' fingerprints could not be spilled.
 
 use super::Built;
-use super::probe::{Probed, canonical};
+use super::build::Shape;
+use super::probe::{FP, Probed, canonical, shard};
 use crate::error::{Error, Result};
-use crate::filter::{Bloom, FilterParams, StoredFilter};
+use crate::filter::{Bloom, FilterParams, FilterStats, Manifest, Sharded, StoredFilter, fit};
 use crate::frame;
 use crate::functions;
 use crate::generation::IdClass;
@@ -16,9 +17,8 @@ use crate::progress::Progress;
 use crate::store::Location;
 use crate::summary::{MALFORMED_EXAMPLES, PlanCounts};
 use crate::verify;
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::DataType;
-use datafusion::common::config::TableParquetOptions;
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Int64Type, UInt32Type, UInt64Type};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions_aggregate::count::count_all;
@@ -26,7 +26,6 @@ use datafusion::functions_aggregate::expr_fn::{approx_distinct, count, sum};
 use datafusion::logical_expr::{Expr, cast as cast_expr, col, lit, not, when};
 use datafusion::prelude::{DataFrame, SessionContext};
 use futures::TryStreamExt;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// False-positive rate of the candidates' filter in the verification: few enough suspects to
 /// compare all of them exactly here.
@@ -199,7 +198,7 @@ pub(super) async fn verify(
         SUSPECT_FPP,
         FilterParams::seed_from_salt(&format!("{salt}/candidates")),
     );
-    let mut candidates = Bloom::new(params)?;
+    let mut candidates = Sharded::empty(params, 1)?;
     for name in batches {
         dir.read_batch(name)
             .await?
@@ -207,11 +206,10 @@ pub(super) async fn verify(
             .for_each(|(id, _)| candidates.insert(id));
     }
     let (location, checksum) = dir
-        .write_filter(&format!("candidates-{run_id}.bloom"), candidates.encode())
+        .write_filter(&format!("candidates-{run_id}"), &candidates)
         .await?;
     drop(candidates);
-    let suspect =
-        functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
+    let suspect = functions::in_stored_filter(col(BLOB_ID), location, checksum);
     let suspects = frame::strings(
         references.filter(col(BLOB_ID).is_not_null().and(suspect))?,
         verify::MAX_SUSPECTS,
@@ -221,74 +219,157 @@ pub(super) async fn verify(
     verify::confirm(dir, batches, &suspects, MALFORMED_EXAMPLES).await
 }
 
-/// Partial filters per partition of the union of every source's id columns, OR-merged and
-/// folded to `fpp` in the reduce stage, which writes the filter (with the non-null id count and
-/// the row count of the same scan) next to the plan itself as `stem.parquet`: on a cluster it
-/// never travels to the client or in a plan. The client reads it back once, for its statistics
-/// and checksum.
+/// The filter built where the references are read. Each task fingerprints its ids and routes
+/// them by shard (8 bytes a reference cross the shuffle, whatever the filter's size); the task
+/// reducing a shard builds its filter, folds it to the shape's rate and stores it next to the
+/// plan by checksum (`blobgc_store_shard`), so only checksums and counts come back here. Shards
+/// no reference fell in are stored from here, empty; the manifest last.
 pub(super) async fn by_aggregate(
     all: DataFrame,
-    params: FilterParams,
-    fpp: f64,
+    shape: &Shape,
     dir: &PlanDir,
     stem: &str,
 ) -> Result<Built> {
-    let name = format!("{stem}.parquet");
-    let args = vec![
-        col(BLOB_ID),
-        lit(params.num_bits),
-        lit(u64::from(params.num_hashes)),
-        lit(format!("{:032x}", params.seed)),
-        lit(fpp),
-    ];
-    let build = functions::bloom_build().call(args);
-    let location = dir.location.child_url(&name);
-    let mut options = TableParquetOptions::default();
-    // One value of random bits: nothing to compress, index or summarise.
-    options.global.compression = Some("uncompressed".to_string());
-    options.global.dictionary_enabled = Some(false);
-    options.global.statistics_enabled = Some("none".to_string());
-    all.aggregate(
-        vec![],
-        vec![
-            build.alias(StoredFilter::COLUMN),
-            count(col(BLOB_ID)).alias("ids"),
-            count_all().alias("rows"),
-        ],
-    )?
-    .write_parquet(
-        &location,
-        DataFrameWriteOptions::new().with_single_file_output(true),
-        Some(options),
-    )
-    .await
-    .map_err(|e| Error::runtime(format!("reading reference sources: {e}")))?;
+    let p = shape.params;
+    let build = functions::bloom_build().call(vec![
+        col(FP),
+        lit(p.num_bits),
+        lit(u64::from(p.num_hashes)),
+        lit(format!("{:032x}", p.seed)),
+        lit(shape.fpp),
+    ]);
+    let shard_dir = dir.location.join(stem)?;
+    let store = functions::store_shard().call(vec![col("filter"), lit(shard_dir.url())]);
+    let fp = functions::fingerprint_udf().call(vec![col(BLOB_ID)]);
+    let rows = all
+        .select(vec![fp.alias(FP)])?
+        .aggregate(
+            vec![shard(col(FP), shape.shards).alias("shard")],
+            vec![
+                build.alias("filter"),
+                count(col(FP)).alias("ids"),
+                count_all().alias("rows"),
+            ],
+        )?
+        .select(vec![
+            col("shard"),
+            store.alias("stored"),
+            col("ids"),
+            col("rows"),
+        ])?
+        .collect()
+        .await
+        .map_err(|e| Error::runtime(format!("building the filter of references: {e}")))?;
+    let mut built = StoredShards::new(shape.shards);
+    for batch in &rows {
+        built.add(batch)?;
+    }
+    built.store(shape, &shard_dir, dir, stem).await
+}
 
-    let bytes = dir.location.read(&dir.location.child(&name)).await?;
-    let bad = |m: String| Error::runtime(format!("Bloom filter file {location}: {m}"));
-    let mut reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|e| bad(e.to_string()))?
-        .build()
-        .map_err(|e| bad(e.to_string()))?;
-    let row = reader
-        .next()
-        .transpose()
-        .map_err(|e| bad(e.to_string()))?
-        .filter(|b| b.num_rows() == 1)
-        .ok_or_else(|| bad("expected one row".to_string()))?;
-    let filter = row.column(0).as_binary_opt::<i32>();
-    let encoded = filter
-        .filter(|f| f.is_valid(0))
-        .map(|f| f.value(0))
-        .ok_or_else(|| bad("no filter".to_string()))?;
-    let checksum = StoredFilter::checksum(encoded);
-    let bloom = StoredFilter::verify_and_decode(&location, &checksum, encoded)?;
-    Ok(Built {
-        bloom,
-        name,
-        location,
-        checksum,
-        ids: frame::count_at(&row, 1)?,
-        rows: frame::count_at(&row, 2)?,
-    })
+/// What the reduce tasks stored, shard by shard: checksum, bits and bits set.
+struct StoredShards {
+    shards: Vec<Option<(String, u64, u64)>>,
+    ids: u64,
+    rows: u64,
+}
+
+impl StoredShards {
+    fn new(count: u32) -> Self {
+        StoredShards {
+            shards: vec![None; count as usize],
+            ids: 0,
+            rows: 0,
+        }
+    }
+
+    /// The rows `shard, stored {checksum, bits, ones}, ids, rows` of one batch.
+    fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let bad = || Error::runtime("the filter's reduce stage sent back rows of another shape");
+        let shard = batch
+            .column(0)
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(bad)?;
+        let stored = batch.column(1).as_struct_opt().ok_or_else(bad)?;
+        let checksum = stored.column(0).as_string_opt::<i32>().ok_or_else(bad)?;
+        let bits = stored
+            .column(1)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(bad)?;
+        let ones = stored
+            .column(2)
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(bad)?;
+        let ids = batch
+            .column(2)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(bad)?;
+        let rows = batch
+            .column(3)
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(bad)?;
+        for i in 0..batch.num_rows() {
+            let slot = self
+                .shards
+                .get_mut(shard.value(i) as usize)
+                .filter(|s| s.is_none())
+                .ok_or_else(bad)?;
+            *slot = Some((checksum.value(i).to_string(), bits.value(i), ones.value(i)));
+            self.ids += ids.value(i).max(0) as u64;
+            self.rows += rows.value(i).max(0) as u64;
+        }
+        Ok(())
+    }
+
+    /// Stores the shards no reference fell in, empty and fitted like the others, then the
+    /// manifest of all of them.
+    async fn store(
+        self,
+        shape: &Shape,
+        shard_dir: &Location,
+        dir: &PlanDir,
+        stem: &str,
+    ) -> Result<Built> {
+        let empty = fit(Bloom::new(shape.params)?, shape.fpp)?;
+        let mut empty_stored = None;
+        let mut shards = Vec::with_capacity(self.shards.len());
+        for shard in self.shards {
+            let shard = match (shard, &empty_stored) {
+                (Some(stored), _) => stored,
+                (None, Some(stored)) => Clone::clone(stored),
+                (None, None) => {
+                    let checksum = StoredFilter::write_shard(shard_dir, empty.encode()).await?;
+                    let stored = (checksum, empty.params().num_bits, 0);
+                    empty_stored = Some(stored.clone());
+                    stored
+                }
+            };
+            shards.push(shard);
+        }
+        let stats = FilterStats::of(
+            shards.iter().map(|(_, bits, ones)| (*bits, *ones)),
+            shape.params.num_hashes,
+        );
+        let manifest = Manifest {
+            shards: shards
+                .into_iter()
+                .map(|(checksum, _, _)| checksum)
+                .collect(),
+        };
+        let (location, checksum) = manifest.write(&dir.location, stem).await?;
+        Ok(Built {
+            filter: None,
+            params: FilterParams {
+                num_bits: stats.num_bits,
+                ..shape.params
+            },
+            shards: shape.shards,
+            stats,
+            stem: stem.to_string(),
+            location,
+            checksum,
+            ids: self.ids,
+            rows: self.rows,
+        })
+    }
 }

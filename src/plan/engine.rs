@@ -4,16 +4,16 @@
 //! | step | in-process | cluster |
 //! | --- | --- | --- |
 //! | references | read once: fingerprints spilled to `TMPDIR`, distinct count sketched | read for an estimate (unless the last run gives one), then for the filter |
-//! | filter | built from the spill, partial filter per file | `blobgc_bloom_build`: partial filter per task, merged and written by the reduce task |
-//! | probe | the filter in memory, one pass per batch | `blobgc_bloom_contains`: each executor loads the stored filter once |
+//! | filter | built from the spill, partial filter per file, inserts grouped by shard | fingerprints shuffled by shard; `blobgc_bloom_build` per shard in the reduce task, which stores it (`blobgc_store_shard`) |
+//! | probe | the filter in memory, one pass per batch | ids shuffled by shard; `blobgc_bloom_contains`: each task loads its shards once |
 //! | verify | the spilled fingerprints; the references only on a match | the candidates' filter, streamed past by every reference |
 
+use super::build::Shape;
 use super::cluster;
 use super::local;
 use super::probe::{self, Lookup, Probed};
 use super::{Built, Run};
 use crate::error::Result;
-use crate::filter::FilterParams;
 use crate::job::Strategy;
 use crate::listing::{self, BLOB_ID};
 use crate::plan_dir::PlanDir;
@@ -23,7 +23,6 @@ use crate::verify::Fingerprints;
 use datafusion::functions::string::expr_fn::starts_with;
 use datafusion::logical_expr::{col, lit, not};
 use datafusion::prelude::{DataFrame, SessionContext};
-use std::sync::Arc;
 
 pub(super) enum Engine {
     /// This process; after [`Engine::fingerprint`], the references' fingerprints in a local
@@ -73,33 +72,19 @@ impl Engine {
         Ok(spill.as_ref().map(Fingerprinted::distinct))
     }
 
-    /// The merged filter of every reference under `params`, folded to `fpp`, stored in `dir`
-    /// as `stem` and an extension saying its form.
+    /// The filter of every reference, shaped by `shape`, stored in `dir` as `stem`.
     pub async fn build_filter(
         &self,
         references: &DataFrame,
-        params: FilterParams,
-        fpp: f64,
+        shape: &Shape,
         dir: &PlanDir,
         stem: &str,
     ) -> Result<Built> {
         match self {
             Engine::Local {
                 spill: Some(spill), ..
-            } => local::build_filter(spill, params, fpp, dir, stem).await,
-            _ => cluster::by_aggregate(references.clone(), params, fpp, dir, stem).await,
-        }
-    }
-
-    /// How the probe looks ids up in the `built` filter: in memory here, by location on a
-    /// cluster.
-    pub fn lookup(&self, built: Built) -> Lookup {
-        match self {
-            Engine::Local { .. } => Lookup::InMemory(Arc::new(built.bloom)),
-            Engine::Cluster { .. } => Lookup::Stored {
-                location: built.location,
-                checksum: built.checksum,
-            },
+            } => local::build_filter(spill, shape, dir, stem).await,
+            _ => cluster::by_aggregate(references.clone(), shape, dir, stem).await,
         }
     }
 

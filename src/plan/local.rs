@@ -2,6 +2,7 @@
 //! `TMPDIR` by one pass ([`crate::spill`]), build the filter and settle the verification; the
 //! probe's partitions run as tasks of this process, each writing its own batches.
 
+use super::build::Shape;
 use super::probe::{self, Probed, Verdict};
 use super::{Built, Run};
 use crate::error::{Error, Result};
@@ -14,20 +15,23 @@ use crate::verify::{self, Fingerprints};
 use datafusion::prelude::DataFrame;
 use std::sync::Arc;
 
-/// The filter of every spilled reference, stored in `dir` as `stem.bloom`.
+/// The filter of every spilled reference, shaped by `shape`, stored in `dir` as `stem`.
 pub(super) async fn build_filter(
     spill: &Fingerprinted,
-    params: FilterParams,
-    fpp: f64,
+    shape: &Shape,
     dir: &PlanDir,
     stem: &str,
 ) -> Result<Built> {
-    let bloom = spill.build_filter(params, fpp).await?;
-    let name = format!("{stem}.bloom");
-    let (location, checksum) = dir.write_filter(&name, bloom.encode()).await?;
+    let filter = spill
+        .build_filter(shape.params, shape.shards, shape.fpp)
+        .await?;
+    let (location, checksum) = dir.write_filter(stem, &filter).await?;
     Ok(Built {
-        bloom,
-        name,
+        params: filter.params(),
+        shards: filter.count(),
+        stats: filter.stats(),
+        filter: Some(filter),
+        stem: stem.to_string(),
         location,
         checksum,
         ids: spill.ids,

@@ -8,9 +8,11 @@
 //! id, a filter fuller than it was sized for, a breaker, or a candidate the exact verification
 //! finds referenced. Planning never deletes; see [`mod@crate::sweep`].
 //!
-//! The work is split the Spark way: every partition of the reference scan builds a partial
-//! filter, the partials are OR-merged in a reduce stage, the merged filter is stored next to the
-//! plan, and every partition of the listing probes it and writes its own deletion batches.
+//! The work is split the Spark way, by shard of the filter (the top bits of an id's
+//! fingerprint, [`crate::filter::Sharded`]): the references' fingerprints are routed to their
+//! shard, each shard's filter is built and stored next to the plan by content hash, and the
+//! listing's ids, routed the same way, are probed against their shard's filter only; every
+//! partition of the probe writes its own deletion batches.
 //!
 //! [`plan`] reads as its steps; each is a function of this folder:
 //! - `sizing`: how large the filter is; `build`: the filter step;
@@ -25,7 +27,7 @@ mod probe;
 mod sizing;
 
 use crate::error::{Error, Result};
-use crate::filter::Bloom;
+use crate::filter::{FilterParams, FilterStats, Sharded};
 use crate::generation::GenerationRule;
 use crate::guards;
 use crate::job::{Job, Strategy, Verify};
@@ -52,16 +54,36 @@ pub(crate) struct Run<'a> {
     root: Option<PlanRoot>,
 }
 
-/// The merged filter as it was stored.
+/// The run's filter as it was stored.
 pub(crate) struct Built {
-    bloom: Bloom,
-    /// Its file in the plan directory, its URL and its SHA-256.
-    name: String,
+    /// The filter itself where it was built in this process; a cluster's stays in storage.
+    filter: Option<Sharded>,
+    /// All its shards' bits together, its shard count, how full it came out.
+    params: FilterParams,
+    shards: u32,
+    stats: FilterStats,
+    /// Its name in the plan directory, its manifest's URL and the manifest's SHA-256.
+    stem: String,
     location: String,
     checksum: String,
     /// Non-null reference ids and reference rows read to build it.
     ids: u64,
     rows: u64,
+}
+
+impl Built {
+    /// How the probe looks ids up in this filter: in memory where it is, else by location,
+    /// each task loading the shards of the ids routed to it.
+    fn lookup(self) -> Lookup {
+        match self.filter {
+            Some(filter) => Lookup::InMemory(std::sync::Arc::new(filter)),
+            None => Lookup::Stored {
+                shards: self.shards,
+                location: self.location,
+                checksum: self.checksum,
+            },
+        }
+    }
 }
 
 /// Plans a GC run of `job` into `dir`. An aborted plan is `Ok` with status `Aborted` (its
@@ -155,7 +177,7 @@ async fn mark(run: &Run<'_>, engine: &mut Engine, summary: &mut PlanSummary) -> 
     };
     summary.filter_seconds = started.elapsed().as_secs_f64();
     let lookup = match built.transpose()? {
-        Some(built) => engine.lookup(built),
+        Some(built) => built.lookup(),
         None => Lookup::Exact(references.clone()),
     };
 

@@ -8,7 +8,7 @@
 //! exact`). The last two are columns of the plan ([`frame`]).
 
 use crate::error::Result;
-use crate::filter::{Bloom, fingerprint};
+use crate::filter::{Sharded, fingerprint};
 use crate::functions::{self, for_each_id};
 use crate::generation::{GenerationRule, IdClass};
 use crate::listing::{BLOB_ID, SIZE};
@@ -19,7 +19,9 @@ use crate::verify;
 use arrow::array::{Array, AsArray, BooleanArray, RecordBatch, UInt8Array};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::{DataType, Int64Type, UInt8Type};
-use datafusion::logical_expr::{Expr, JoinType, Partitioning, col, lit, not, when};
+use datafusion::logical_expr::{
+    Expr, JoinType, LogicalPlanBuilder, Partitioning, col, lit, not, when,
+};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
@@ -27,11 +29,16 @@ use std::sync::Arc;
 
 /// Where a listed id is looked up.
 pub(super) enum Lookup {
-    /// The merged filter, in this process's memory.
-    InMemory(Arc<Bloom>),
-    /// The merged filter stored at a location, loaded once per process and checked by its
+    /// The filter, in this process's memory.
+    InMemory(Arc<Sharded>),
+    /// The filter of `shards` shards whose manifest is stored at a location: the listing is
+    /// routed by shard, and each process loads the shards it is sent ids of, checked by their
     /// SHA-256.
-    Stored { location: String, checksum: String },
+    Stored {
+        location: String,
+        checksum: String,
+        shards: u32,
+    },
     /// Every reference, joined by canonical spelling: no false positive.
     Exact(DataFrame),
 }
@@ -54,18 +61,21 @@ pub(super) fn frame(
 ) -> Result<(DataFrame, Verdict)> {
     let spread = Partitioning::RoundRobinBatch(partitions.max(1));
     let referenced = match lookup {
-        Lookup::InMemory(bloom) => {
+        Lookup::InMemory(filter) => {
             let listed = listed
                 .select(vec![col(BLOB_ID), col(SIZE)])?
                 .repartition(spread)?;
-            return Ok((listed, Verdict::Lookup { bloom, rule }));
+            return Ok((listed, Verdict::Lookup { filter, rule }));
         }
-        Lookup::Stored { location, checksum } => {
+        Lookup::Stored {
+            location,
+            checksum,
+            shards,
+        } => {
+            let routed = by_shard(listed, shards)?;
             let contains =
-                functions::bloom_contains().call(vec![col(BLOB_ID), lit(location), lit(checksum)]);
-            listed
-                .repartition(spread)?
-                .with_column("referenced", contains)?
+                functions::bloom_contains().call(vec![col(FP), lit(location), lit(checksum)]);
+            routed.with_column("referenced", contains)?
         }
         Lookup::Exact(references) => {
             // Every spelling of an id meets its canonical form on both sides of the join.
@@ -105,6 +115,38 @@ pub(super) fn frame(
     Ok((planned, Verdict::Planned))
 }
 
+/// The fingerprint and shard columns of [`by_shard`].
+pub(super) const FP: &str = "fp";
+const SHARD: &str = "shard";
+const ROUTE: &str = "route";
+
+/// `frame` with each id's fingerprint (column [`FP`]), partitioned by its shard among `shards`:
+/// a task sees the ids of its shards only. DataFusion keeps a partitioning only where an
+/// operator needs it, so the routing is a join with the table of shards (one row each), which
+/// hash-partitions both sides by shard ([`crate::session::tuned`] keeps it from broadcasting
+/// the small side instead).
+pub(super) fn by_shard(frame: DataFrame, shards: u32) -> Result<DataFrame> {
+    let fp = functions::fingerprint_udf().call(vec![col(BLOB_ID)]);
+    let frame = frame.with_column(FP, fp)?;
+    if shards == 1 {
+        return Ok(frame);
+    }
+    let frame = frame.with_column(SHARD, shard(col(FP), shards))?;
+    let (state, _) = frame.clone().into_parts();
+    let routes: Vec<Vec<Expr>> = (0..shards).map(|s| vec![lit(s)]).collect();
+    let routes = LogicalPlanBuilder::values(routes)?
+        .project(vec![col("column1").alias(ROUTE)])?
+        .build()?;
+    let routed =
+        DataFrame::new(state, routes).join(frame, JoinType::RightSemi, &[ROUTE], &[SHARD], None)?;
+    Ok(routed.drop_columns(&[SHARD])?)
+}
+
+/// The shard of a fingerprint among `shards`.
+pub(super) fn shard(fp: Expr, shards: u32) -> Expr {
+    functions::shard().call(vec![fp, lit(shards)])
+}
+
 /// An id in its canonical spelling, so that exact joins match every spelling of a reference.
 pub(super) fn canonical(id: Expr) -> Expr {
     functions::canonical_id().call(vec![id])
@@ -115,7 +157,7 @@ pub(super) enum Verdict {
     /// The batches hold `blob_id` and `size`: each id is classified and, unless malformed,
     /// looked up in the filter, here.
     Lookup {
-        bloom: Arc<Bloom>,
+        filter: Arc<Sharded>,
         rule: GenerationRule,
     },
     /// The plan did it: `blob_id`, `size`, `class`, `candidate`, `referenced`.
@@ -134,7 +176,7 @@ struct Verdicts {
 impl Verdict {
     fn of(&self, batch: &RecordBatch) -> Result<Verdicts> {
         match self {
-            Verdict::Lookup { bloom, rule } => look_up(bloom, rule, batch),
+            Verdict::Lookup { filter, rule } => look_up(filter, rule, batch),
             Verdict::Planned => Ok(Verdicts {
                 class: batch.column(2).as_primitive::<UInt8Type>().clone(),
                 candidate: batch.column(3).as_boolean().clone(),
@@ -146,7 +188,7 @@ impl Verdict {
 }
 
 /// Classifies, fingerprints and looks up each id of `batch` in one pass.
-fn look_up(bloom: &Bloom, rule: &GenerationRule, batch: &RecordBatch) -> Result<Verdicts> {
+fn look_up(filter: &Sharded, rule: &GenerationRule, batch: &RecordBatch) -> Result<Verdicts> {
     let n = batch.num_rows();
     let mut class = Vec::with_capacity(n);
     let (mut rows, mut fps) = (Vec::with_capacity(n), Vec::with_capacity(n));
@@ -160,12 +202,14 @@ fn look_up(bloom: &Bloom, rule: &GenerationRule, batch: &RecordBatch) -> Result<
         }
         class.push(c as u8);
     })?;
-    // Hashed first, looked up after: the lookups fetch their memory ahead.
-    let hashes: Vec<u64> = fps.iter().map(|&fp| bloom.hash_fingerprint(fp)).collect();
     let mut referenced = vec![false; n];
     let mut candidate = vec![false; n];
     let mut candidates = Vec::new();
-    for ((&row, &fp), found) in rows.iter().zip(&fps).zip(bloom.contains_hashes(&hashes)) {
+    for ((&row, &fp), found) in rows
+        .iter()
+        .zip(&fps)
+        .zip(filter.contains_fingerprints(&fps))
+    {
         referenced[row] = found;
         if !found && class[row] == IdClass::Eligible as u8 {
             candidate[row] = true;

@@ -3,7 +3,9 @@
 //! bits then say about references that name no listed blob.
 
 use crate::error::Result;
+use crate::filter::FilterParams;
 use crate::frame;
+use crate::job::MAX_SHARDS;
 use crate::listing::BLOB_ID;
 use crate::summary::{PlanCounts, PlanSummary};
 use datafusion::functions_aggregate::expr_fn::approx_distinct;
@@ -18,6 +20,22 @@ const DISTINCT_MARGIN: f64 = 1.05;
 /// A filter sized from the last run is built again, from an estimate, when its false-positive
 /// rate is above the requested one by this factor.
 pub(super) const RESIZE_ABOVE: f64 = 1.5;
+
+/// The size a shard is built at, before it is folded, when `--shards` is not given: a few MB,
+/// so a cluster task holds a few of them and this process builds each with its lines cached.
+pub(super) const SHARD_BYTES: u64 = 4 << 20;
+
+/// Shards of a filter of `params` when the job names none: as many as make shards of
+/// [`SHARD_BYTES`] at most, a power of two.
+pub(super) fn shards(given: Option<u32>, params: FilterParams) -> u32 {
+    given.unwrap_or_else(|| {
+        let wanted = params
+            .size_bytes()
+            .div_ceil(SHARD_BYTES)
+            .next_power_of_two();
+        u32::try_from(wanted).unwrap_or(MAX_SHARDS).min(MAX_SHARDS)
+    })
+}
 
 /// An estimate of the distinct references with [`DISTINCT_MARGIN`], never more than the `rows`
 /// that bound them.
@@ -61,4 +79,24 @@ pub(super) fn missing_references(c: &PlanCounts, fpp: f64) -> u64 {
     (c.distinct_reference_count as f64 - referenced)
         .max(0.0)
         .round() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_a_few_mb_unless_given() {
+        let bytes = |b: u64| FilterParams {
+            num_bits: b * 8,
+            num_hashes: 7,
+            seed: 1,
+        };
+        assert_eq!(shards(None, bytes(1)), 1);
+        assert_eq!(shards(None, bytes(SHARD_BYTES)), 1);
+        assert_eq!(shards(None, bytes(SHARD_BYTES + 1)), 2);
+        assert_eq!(shards(None, bytes(150 << 20)), 64);
+        assert_eq!(shards(None, bytes(u64::MAX / 16)), MAX_SHARDS);
+        assert_eq!(shards(Some(8), bytes(1)), 8);
+    }
 }

@@ -171,7 +171,19 @@ fn gc_args<'a>(refs: &'a str, plan: &'a str) -> Vec<&'a str> {
         // More tasks per stage than one executor's 2 slots: both executors take some.
         "--partitions",
         "8",
+        "--shards",
+        "16",
     ]
+}
+
+/// The checksum of the filter's manifest a plan stored, from its summary.
+fn filter_checksum(plan: &str) -> String {
+    let summary: serde_json::Value =
+        serde_json::from_str(&read(&Path::new(plan).join("summary.json"))).expect("summary");
+    summary["filter"]["checksum"]
+        .as_str()
+        .expect("a checksum")
+        .to_string()
 }
 
 #[test]
@@ -210,9 +222,16 @@ fn a_cluster_deletes_what_an_in_process_run_deletes() {
         "candidate_count",
         "gced_blob_count",
         "bloom_filter_bits",
+        "bloom_filter_shards",
     ] {
         assert_eq!(on_cluster.u(key), alone.u(key), "{key}");
     }
+    assert_eq!(on_cluster.u("bloom_filter_shards"), 16);
+    // The same salt and shards: the same filter, byte for byte, built by the reduce tasks.
+    assert_eq!(
+        filter_checksum(&plan),
+        filter_checksum(&local.path("plan").display().to_string())
+    );
     assert!(
         on_cluster.u("bloom_filter_bits") > 4 * 1024 * 1024 * 8,
         "the merged filter must be above 4 MiB"
