@@ -314,7 +314,7 @@ const SKETCH_BITS: u32 = 14;
 
 /// A HyperLogLog sketch of fingerprints, which are already well-spread hashes, with Ertl's
 /// estimator ("New cardinality estimation algorithms for HyperLogLog sketches", 2017).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Sketch {
     registers: Vec<u8>,
 }
@@ -339,6 +339,25 @@ impl Sketch {
         if let Some(r) = self.registers.get_mut(register) {
             *r = (*r).max(rank);
         }
+    }
+
+    /// The registers, to travel as an aggregate's state.
+    pub fn registers(&self) -> &[u8] {
+        &self.registers
+    }
+
+    /// A sketch of `registers` another sketch gave; refused unless as many as a sketch has.
+    pub fn from_registers(registers: &[u8]) -> Result<Sketch> {
+        if registers.len() != 1 << SKETCH_BITS {
+            return Err(Error::runtime(format!(
+                "a distinct-count sketch has {} registers, not {}",
+                1 << SKETCH_BITS,
+                registers.len()
+            )));
+        }
+        Ok(Sketch {
+            registers: registers.to_vec(),
+        })
     }
 
     pub fn merge(&mut self, other: &Sketch) {

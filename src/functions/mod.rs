@@ -12,6 +12,8 @@
 //! - `blobgc_bloom_contains(fingerprint, manifest_location, sha256)`: whether the stored filter
 //!   may hold the id; the manifest is read once per process, a shard when first needed, and
 //!   each is checked against its checksum.
+//! - `blobgc_distinct(fingerprint)`: aggregate; the distinct fingerprints, estimated by the
+//!   spill's sketch, so a cluster sizes a filter as this process does.
 //! - `blobgc_id_class(id, family, current_generation)`: [`IdClass`] of a listed id as `UInt8`.
 //! - `blobgc_canonical_id(id)`: the fully canonical spelling of an id (`1_0557_x` is `1_557_x`), for
 //!   exact joins that must match every spelling of a reference.
@@ -21,6 +23,7 @@
 //! location, never as a literal.
 
 mod build;
+mod sketch;
 
 use crate::filter::{Bloom, StoredFilter, fingerprint, load_cached, shard_of};
 use crate::generation::GenerationRule;
@@ -70,7 +73,7 @@ pub fn scalar_functions() -> Vec<ScalarUDF> {
 }
 
 pub fn aggregate_functions() -> Vec<AggregateUDF> {
-    vec![bloom_build()]
+    vec![bloom_build(), distinct()]
 }
 
 pub fn canonical_id() -> ScalarUDF {
@@ -81,6 +84,10 @@ pub fn canonical_id() -> ScalarUDF {
 
 pub fn bloom_build() -> AggregateUDF {
     AggregateUDF::from(build::BloomBuild::new())
+}
+
+pub fn distinct() -> AggregateUDF {
+    AggregateUDF::from(sketch::Distinct::new())
 }
 
 pub fn bloom_contains() -> ScalarUDF {

@@ -5,16 +5,15 @@
 use crate::error::Result;
 use crate::filter::FilterParams;
 use crate::frame;
+use crate::functions::{distinct, fingerprint_udf};
 use crate::job::MAX_SHARDS;
 use crate::listing::BLOB_ID;
 use crate::summary::{PlanCounts, PlanSummary};
-use datafusion::functions_aggregate::expr_fn::approx_distinct;
 use datafusion::logical_expr::col;
 use datafusion::prelude::DataFrame;
 
-/// Margin over the HyperLogLog estimate of the distinct references: the spill's sketch and
-/// DataFusion's `approx_distinct` have 16384 registers, a standard error of 0.8%, so 5% is six
-/// of them.
+/// Margin over the HyperLogLog estimate of the distinct references: the spill's sketch has
+/// 16384 registers, a standard error of 0.8%, so 5% is six of them.
 const DISTINCT_MARGIN: f64 = 1.05;
 
 /// A filter sized from the last run is built again, from an estimate, when its false-positive
@@ -56,7 +55,8 @@ pub(super) fn distinct_from_previous(previous: &PlanSummary, rows: u64) -> Optio
     Some((grown.ceil() as u64).min(rows))
 }
 
-/// The distinct reference ids, estimated (HyperLogLog, one pass over the id columns), with
+/// The distinct reference ids, estimated by the spill's sketch (one pass over the id columns,
+/// so a cluster sizes the filter exactly as this process does), with
 /// [`DISTINCT_MARGIN`]; never more than the `rows` that bound them. Sizing the filter for the
 /// rows instead makes it ~2.5 times too large while it is built (cache misses) and, folded by
 /// whole factors, still ~1.3 times too large after. Should the estimate be short, the filter is
@@ -64,7 +64,7 @@ pub(super) fn distinct_from_previous(previous: &PlanSummary, rows: u64) -> Optio
 pub(super) async fn distinct_estimate(references: DataFrame, rows: u64) -> Result<u64> {
     let [estimate] = frame::one_row(
         references,
-        [approx_distinct(col(BLOB_ID))],
+        [distinct().call(vec![fingerprint_udf().call(vec![col(BLOB_ID)])])],
         "reading reference sources",
     )
     .await?;

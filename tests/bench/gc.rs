@@ -16,7 +16,8 @@
 //! peak RSS (`VmHWM`, from the OS) are its own, and starts with the dataset in the page cache.
 //! The datasets (a Parquet inventory of N listed blobs and about 2.2 N reference rows, snappy)
 //! are generated once under `BLOBGC_BENCH_DIR` (default `target/bench-data`) and reused. `BLOBGC_BENCH_SIZES` (default `1M,10M`; `50M` on
-//! request), `BLOBGC_BENCH_RUNS` (default 3: medians are printed), `BLOBGC_BENCH_STRATEGIES`.
+//! request), `BLOBGC_BENCH_RUNS` (default 3: medians are printed), `BLOBGC_BENCH_STRATEGIES`,
+//! `BLOBGC_BENCH_FPP` (default 0.01).
 //!
 //! Correctness is checked at every size: the Bloom strategy's deletion set is a subset of the
 //! exact one and holds at least (1 - 2 fpp) of it.
@@ -57,7 +58,13 @@ const REFS_PER_BLOB: f64 = 2.2;
 /// Share of the blobs references are drawn from: the rest is garbage for sure.
 const REFERENCED_SHARE: f64 = 0.95;
 const ROWS_PER_FILE: u64 = 2_000_000;
-const FPP: f64 = 0.01;
+/// The filter's false-positive rate: `BLOBGC_BENCH_FPP`, default 0.01.
+fn fpp() -> f64 {
+    std::env::var("BLOBGC_BENCH_FPP")
+        .ok()
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0.01)
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -143,8 +150,9 @@ fn main() {
                     .map(|(p, mb)| format!("{p} {mb:.0} MB"))
                     .collect();
                 notes.push(format!(
-                    "{size}: {s} peak RSS per process: {}",
-                    peaks.join(", ")
+                    "{size}: {s} peak RSS per process: {}; filter of {} shard(s)",
+                    peaks.join(", "),
+                    m.shards
                 ));
             }
         }
@@ -180,6 +188,8 @@ struct Measure {
     rss_mb: f64,
     candidates: u64,
     filter_bits: u64,
+    #[serde(default)]
+    shards: u32,
     plan: Option<String>,
     /// Peak RSS (MB) of each process of a cluster run.
     #[serde(default)]
@@ -373,15 +383,16 @@ fn check(dir: &Path, data: &Data, results: &[(&str, Vec<Measure>)]) -> Option<St
     );
     let kept_by_fp = (e.len() - b.len()) as f64 / e.len().max(1) as f64;
     assert!(
-        kept_by_fp <= 2.0 * FPP,
+        kept_by_fp <= 2.0 * fpp(),
         "the Bloom strategy kept {kept_by_fp:.4} of the garbage, above 2 x fpp"
     );
     let note = format!(
-        "bloom deletes {} of the exact {} candidates (a subset): realised false-positive rate {:.4} for {FPP} requested ({:.2}x); filter {:.2} bits = {:.2} bytes per distinct reference ({} distinct of {} rows)",
+        "bloom deletes {} of the exact {} candidates (a subset): realised false-positive rate {:.4} for {} requested ({:.2}x); filter {:.2} bits = {:.2} bytes per distinct reference ({} distinct of {} rows)",
         b.len(),
         e.len(),
         kept_by_fp,
-        kept_by_fp / FPP,
+        fpp(),
+        kept_by_fp / fpp(),
         bloom.filter_bits as f64 / data.distinct_references as f64,
         bloom.filter_bits as f64 / 8.0 / data.distinct_references as f64,
         data.distinct_references,
@@ -410,10 +421,10 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         .build()
         .expect("runtime");
     let cluster = (strategy == "cluster").then(LocalCluster::start);
-    let (candidates, filter_bits, plan_url, phases) = rt.block_on(async {
+    let (candidates, (filter_bits, shards), plan_url, phases) = rt.block_on(async {
         if let Some(hashing) = strategy.strip_prefix("floor") {
             let ids = floor(dir, hashing == "-fingerprint").await;
-            (ids, 0, None, Vec::new())
+            (ids, (0, 0), None, Vec::new())
         } else {
             bench_plan(strategy, dir, run, cluster.as_ref().map(|c| c.url.as_str())).await
         }
@@ -432,7 +443,7 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         "{}",
         serde_json::json!({
             "wall": 0.0, "cpu": cpu, "rss_mb": rss_mb, "candidates": candidates,
-            "filter_bits": filter_bits, "plan": plan_url, "processes": processes,
+            "filter_bits": filter_bits, "shards": shards, "plan": plan_url, "processes": processes,
             "phases": phases,
         })
     );
@@ -557,7 +568,7 @@ async fn bench_plan(
     dir: &Path,
     run: &str,
     scheduler: Option<&str>,
-) -> (u64, u64, Option<String>, Vec<f64>) {
+) -> (u64, (u64, u32), Option<String>, Vec<f64>) {
     let now: DateTime<Utc> = DateTime::parse_from_rfc3339(NOW).expect("NOW").into();
     let refs = SourceSpec {
         name: "refs".into(),
@@ -568,7 +579,8 @@ async fn bench_plan(
     let mut job = Job::new("memory://bench-store", vec![refs], now);
     job.inventory = Some(dir.join("inventory").display().to_string());
     job.salt = format!("bench-{run}");
-    job.fpp = FPP;
+    job.fpp = fpp();
+    job.max_fpp = 2.0 * job.fpp;
     job.dry_run = true;
     job.batch_size = 100_000;
     job.strategy = if strategy == "exact" {
@@ -600,7 +612,10 @@ async fn bench_plan(
         "{strategy}: {:?}",
         summary.abort_reason
     );
-    let bits = summary.filter.as_ref().map_or(0, |f| f.params.num_bits);
+    let bits = summary
+        .filter
+        .as_ref()
+        .map_or((0, 0), |f| (f.params.num_bits, f.shards));
     let phases = vec![
         summary.filter_seconds,
         summary.listing_seconds,
