@@ -11,7 +11,8 @@
 //! The work is split the Spark way, by shard of the filter (the top bits of an id's
 //! fingerprint, [`crate::filter::Sharded`]): the references' fingerprints are routed to their
 //! shard, each shard's filter is built and stored next to the plan by content hash, and the
-//! listing's ids, routed the same way, are probed against their shard's filter only; every
+//! listing's ids, routed the same way when the filter is large, are probed against their
+//! shard's filter only (a small filter is loaded whole by each process instead); every
 //! partition of the probe writes its own deletion batches.
 //!
 //! [`plan`] reads as its steps; each is a function of this folder:
@@ -73,12 +74,12 @@ pub(crate) struct Built {
 
 impl Built {
     /// How the probe looks ids up in this filter: in memory where it is, else by location,
-    /// each task loading the shards of the ids routed to it.
+    /// each task loading the shards of the ids it is sent.
     fn lookup(self) -> Lookup {
         match self.filter {
             Some(filter) => Lookup::InMemory(std::sync::Arc::new(filter)),
             None => Lookup::Stored {
-                shards: self.shards,
+                routes: probe::routes(self.shards, self.stats.num_bits),
                 location: self.location,
                 checksum: self.checksum,
             },
