@@ -13,10 +13,12 @@
 
 mod canonical;
 mod sharded;
+mod sketch;
 mod stored;
 
 pub(crate) use canonical::fully_canonical;
 pub use sharded::{FilterStats, Sharded, fit, shard_of};
+pub use sketch::Sketch;
 pub(crate) use stored::hex;
 pub use stored::{LoadedFilter, Manifest, StoredFilter, load_cached};
 

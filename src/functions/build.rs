@@ -8,8 +8,10 @@
 
 use super::{check_fingerprint_type, fingerprints, literal, scalar_str, scalar_u64};
 use crate::filter::{Bloom, FilterParams, fit};
-use arrow::array::{Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray};
-use arrow::datatypes::{DataType, Field, FieldRef};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BinaryBuilder, BooleanArray, StructArray, UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue, exec_datafusion_err, exec_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::utils::format_state_name;
@@ -44,7 +46,7 @@ impl AggregateUDFImpl for BloomBuild {
 
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         check_fingerprint_type(&args[0], BLOOM_BUILD)?;
-        Ok(DataType::Binary)
+        Ok(DataType::Struct(built_fields()))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -71,6 +73,15 @@ impl AggregateUDFImpl for BloomBuild {
     }
 }
 
+/// What the aggregate returns per group: the encoded shard and the ids inserted into it (every
+/// non-null fingerprint, repeats included), so that no count travels beside the fingerprints.
+pub(super) fn built_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("filter", DataType::Binary, false),
+        Field::new("ids", DataType::UInt64, false),
+    ])
+}
+
 /// One filter per group (a shard), allocated when the first state is merged into it: the
 /// partial phase only gathers fingerprints.
 #[derive(Debug)]
@@ -80,6 +91,8 @@ struct Groups {
     filters: Vec<Option<Bloom>>,
     /// Per group, fingerprints gathered and not yet in a filter or a state.
     pending: Vec<Vec<u64>>,
+    /// Per group, fingerprints inserted into its filter.
+    ids: Vec<u64>,
 }
 
 impl Groups {
@@ -107,20 +120,24 @@ impl Groups {
             fpp,
             filters: Vec::new(),
             pending: Vec::new(),
+            ids: Vec::new(),
         })
     }
 
     fn resize(&mut self, groups: usize) {
         self.filters.resize_with(groups, || None);
         self.pending.resize_with(groups, Vec::new);
+        self.ids.resize(groups, 0);
     }
 
     /// Inserts every pending fingerprint into its group's filter.
     fn insert_pending(&mut self) -> Result<()> {
-        for (filter, fps) in self.filters.iter_mut().zip(&mut self.pending) {
+        let groups = self.filters.iter_mut().zip(&mut self.pending);
+        for ((filter, fps), ids) in groups.zip(&mut self.ids) {
             if fps.is_empty() {
                 continue;
             }
+            *ids += fps.len() as u64;
             let filter = match filter {
                 Some(f) => f,
                 None => {
@@ -184,9 +201,10 @@ impl GroupsAccumulator for Groups {
         self.insert_pending()
     }
 
-    /// Each group's filter, folded to `fpp` and encoded.
+    /// Each group's filter, folded to `fpp` and encoded, and its id count.
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         self.insert_pending()?;
+        let ids = UInt64Array::from(emit_to.take_needed(&mut self.ids));
         let mut out = BinaryBuilder::new();
         for filter in emit_to.take_needed(&mut self.filters) {
             let filter = match filter {
@@ -197,7 +215,12 @@ impl GroupsAccumulator for Groups {
             out.append_value(fitted.encode());
         }
         emit_to.take_needed(&mut self.pending);
-        Ok(Arc::new(out.finish()))
+        let columns: Vec<ArrayRef> = vec![Arc::new(out.finish()), Arc::new(ids)];
+        Ok(Arc::new(StructArray::try_new(
+            built_fields(),
+            columns,
+            None,
+        )?))
     }
 
     /// Each group's gathered fingerprints, packed.
@@ -206,6 +229,7 @@ impl GroupsAccumulator for Groups {
             return exec_err!("{BLOOM_BUILD}: a merged filter cannot become a partial state");
         }
         emit_to.take_needed(&mut self.filters);
+        emit_to.take_needed(&mut self.ids);
         let pending = emit_to.take_needed(&mut self.pending);
         let packed: BinaryArray = pending
             .iter()
@@ -239,8 +263,9 @@ impl GroupsAccumulator for Groups {
 
     fn size(&self) -> usize {
         let filters = self.filters.iter().flatten().count() as u64 * self.params.size_bytes();
+        let ids = self.ids.capacity() * 8;
         let pending: usize = self.pending.iter().map(|p| p.capacity() * 8).sum();
-        std::mem::size_of_val(self) + filters as usize + pending
+        std::mem::size_of_val(self) + filters as usize + pending + ids
     }
 }
 
@@ -278,7 +303,7 @@ impl Accumulator for OneGroup {
 mod tests {
     use super::*;
     use crate::filter::fingerprint;
-    use arrow::array::UInt64Array;
+    use arrow::datatypes::UInt64Type;
 
     fn groups() -> Groups {
         Groups {
@@ -286,6 +311,7 @@ mod tests {
             fpp: 0.01,
             filters: Vec::new(),
             pending: Vec::new(),
+            ids: Vec::new(),
         }
     }
 
@@ -311,8 +337,10 @@ mod tests {
 
         let a = gathered.evaluate(EmitTo::All).unwrap();
         let b = passed.evaluate(EmitTo::All).unwrap();
-        assert_eq!(a.as_binary::<i32>(), b.as_binary::<i32>());
-        let shard = Bloom::decode(a.as_binary::<i32>().value(1)).unwrap();
+        assert_eq!(a.as_struct(), b.as_struct());
+        let ids = a.as_struct().column(1).as_primitive::<UInt64Type>();
+        assert_eq!(ids.values().iter().sum::<u64>(), 3_000 - 429);
+        let shard = Bloom::decode(a.as_struct().column(0).as_binary::<i32>().value(1)).unwrap();
         assert!(
             (0..3_000)
                 .filter(|i| i % 2 == 1 && i % 7 != 0)

@@ -4,11 +4,11 @@
 //! - `blobgc_shard(fingerprint, shards)`: the filter shard of a fingerprint ([`shard_of`]).
 //! - `blobgc_bloom_build(fingerprint, num_bits, num_hashes, seed_hex, fpp)`: aggregate; the
 //!   filter shard of the fingerprints grouped into it, folded to the distinct ids it holds at
-//!   `fpp`, encoded. The plan groups by shard after routing each shard's fingerprints to one
+//!   `fpp`, encoded, with the count of ids inserted: `{filter, ids}`. The plan groups by shard after routing each shard's fingerprints to one
 //!   task, so a shard is built whole in one place. (In-process, the filter is built from the
 //!   references' fingerprints instead: [`crate::spill`].)
-//! - `blobgc_store_shard(encoded, shard_dir)`: writes an encoded shard by its SHA-256 into
-//!   `shard_dir`, in the task that built it; returns `{checksum, bits, ones}`.
+//! - `blobgc_store_shard(built, shard_dir)`: writes a shard `blobgc_bloom_build` built by its
+//!   SHA-256 into `shard_dir`, in the task that built it; returns `{checksum, bits, ones, ids}`.
 //! - `blobgc_bloom_contains(fingerprint, manifest_location, sha256)`: whether the stored filter
 //!   may hold the id; the manifest is read once per process, a shard when first needed, and
 //!   each is checked against its checksum.
@@ -309,6 +309,7 @@ impl StoreShard {
             Field::new("checksum", DataType::Utf8, false),
             Field::new("bits", DataType::UInt64, false),
             Field::new("ones", DataType::UInt64, false),
+            Field::new("ids", DataType::UInt64, false),
         ])
     }
 }
@@ -334,10 +335,17 @@ impl ScalarUDFImpl for StoreShard {
         let s3 = crate::registry::job_s3(&args.config_options);
         let dir = Location::parse(&dir, "shard directory", &s3)
             .map_err(|e| exec_datafusion_err!("{e}"))?;
-        let encoded = args.args[0].to_array(args.number_rows)?;
-        let encoded = encoded
+        let built = args.args[0].to_array(args.number_rows)?;
+        let not_built = || exec_datafusion_err!("{STORE_SHARD}: shards are {BLOOM_BUILD}'s");
+        let built = built.as_struct_opt().ok_or_else(not_built)?;
+        let encoded = built
+            .column(0)
             .as_binary_opt::<i32>()
-            .ok_or_else(|| exec_datafusion_err!("{STORE_SHARD}: shards are Binary"))?;
+            .ok_or_else(not_built)?;
+        let ids = Arc::clone(built.column(1));
+        if ids.data_type() != &DataType::UInt64 {
+            return Err(not_built());
+        }
         let (mut checksums, mut bits, mut ones) = (Vec::new(), Vec::new(), Vec::new());
         for bytes in encoded.iter() {
             let bytes = bytes.ok_or_else(|| exec_datafusion_err!("{STORE_SHARD}: a null shard"))?;
@@ -354,6 +362,7 @@ impl ScalarUDFImpl for StoreShard {
             Arc::new(StringArray::from(checksums)),
             Arc::new(UInt64Array::from(bits)),
             Arc::new(UInt64Array::from(ones)),
+            ids,
         ];
         Ok(ColumnarValue::Array(Arc::new(StructArray::try_new(
             Self::fields(),

@@ -3,7 +3,7 @@
 //! this process, and the same salt and shards build the same filter in both.
 
 use super::{check_fingerprint_type, fingerprints};
-use crate::spill::Sketch;
+use crate::filter::Sketch;
 use arrow::array::{ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{Result, ScalarValue, exec_datafusion_err};

@@ -55,7 +55,7 @@ pub(super) async fn filter(
         stats = built.stats;
     }
     summary.counts.reference_count = built.ids;
-    summary.counts.null_reference_count = built.rows - built.ids;
+    summary.counts.null_reference_count = rows.saturating_sub(built.ids);
     summary.filter = Some(FilterSummary {
         params: built.params,
         shards: built.shards,

@@ -18,7 +18,7 @@ use crate::store::Location;
 use crate::summary::{MALFORMED_EXAMPLES, PlanCounts};
 use crate::verify;
 use arrow::array::{AsArray, RecordBatch};
-use arrow::datatypes::{DataType, Int64Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{DataType, UInt32Type, UInt64Type};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions_aggregate::count::count_all;
@@ -239,24 +239,15 @@ pub(super) async fn by_aggregate(
         lit(shape.fpp),
     ]);
     let shard_dir = dir.location.join(stem)?;
-    let store = functions::store_shard().call(vec![col("filter"), lit(shard_dir.url())]);
+    let store = functions::store_shard().call(vec![col("built"), lit(shard_dir.url())]);
     let fp = functions::fingerprint_udf().call(vec![col(BLOB_ID)]);
     let rows = all
         .select(vec![fp.alias(FP)])?
         .aggregate(
             vec![shard(col(FP), shape.shards).alias("shard")],
-            vec![
-                build.alias("filter"),
-                count(col(FP)).alias("ids"),
-                count_all().alias("rows"),
-            ],
+            vec![build.alias("built")],
         )?
-        .select(vec![
-            col("shard"),
-            store.alias("stored"),
-            col("ids"),
-            col("rows"),
-        ])?
+        .select(vec![col("shard"), store.alias("stored")])?
         .collect()
         .await
         .map_err(|e| Error::runtime(format!("building the filter of references: {e}")))?;
@@ -271,7 +262,6 @@ pub(super) async fn by_aggregate(
 struct StoredShards {
     shards: Vec<Option<(String, u64, u64)>>,
     ids: u64,
-    rows: u64,
 }
 
 impl StoredShards {
@@ -279,11 +269,10 @@ impl StoredShards {
         StoredShards {
             shards: vec![None; count as usize],
             ids: 0,
-            rows: 0,
         }
     }
 
-    /// The rows `shard, stored {checksum, bits, ones}, ids, rows` of one batch.
+    /// The rows `shard, stored {checksum, bits, ones, ids}` of one batch.
     fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let bad = || Error::runtime("the filter's reduce stage sent back rows of another shape");
         let shard = batch
@@ -300,13 +289,9 @@ impl StoredShards {
             .column(2)
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(bad)?;
-        let ids = batch
-            .column(2)
-            .as_primitive_opt::<Int64Type>()
-            .ok_or_else(bad)?;
-        let rows = batch
+        let ids = stored
             .column(3)
-            .as_primitive_opt::<Int64Type>()
+            .as_primitive_opt::<UInt64Type>()
             .ok_or_else(bad)?;
         for i in 0..batch.num_rows() {
             let slot = self
@@ -315,8 +300,7 @@ impl StoredShards {
                 .filter(|s| s.is_none())
                 .ok_or_else(bad)?;
             *slot = Some((checksum.value(i).to_string(), bits.value(i), ones.value(i)));
-            self.ids += ids.value(i).max(0) as u64;
-            self.rows += rows.value(i).max(0) as u64;
+            self.ids += ids.value(i);
         }
         Ok(())
     }
@@ -369,7 +353,6 @@ impl StoredShards {
             location,
             checksum,
             ids: self.ids,
-            rows: self.rows,
         })
     }
 }

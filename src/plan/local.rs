@@ -35,7 +35,6 @@ pub(super) async fn build_filter(
         location,
         checksum,
         ids: spill.ids,
-        rows: spill.rows,
     })
 }
 

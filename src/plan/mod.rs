@@ -67,9 +67,8 @@ pub(crate) struct Built {
     stem: String,
     location: String,
     checksum: String,
-    /// Non-null reference ids and reference rows read to build it.
+    /// Non-null reference ids read to build it.
     ids: u64,
-    rows: u64,
 }
 
 impl Built {
