@@ -5,7 +5,7 @@
 
 use super::Built;
 use super::build::Shape;
-use super::probe::{FP, Probed, canonical, shard};
+use super::probe::{FP, Probed, a_task_per_shard, canonical, shard};
 use crate::error::{Error, Result};
 use crate::filter::{Bloom, FilterParams, FilterStats, Manifest, Sharded, StoredFilter, fit};
 use crate::frame;
@@ -241,7 +241,7 @@ pub(super) async fn by_aggregate(
     let shard_dir = dir.location.join(stem)?;
     let store = functions::store_shard().call(vec![col("built"), lit(shard_dir.url())]);
     let fp = functions::fingerprint_udf().call(vec![col(BLOB_ID)]);
-    let rows = all
+    let rows = a_task_per_shard(all, shape.shards)
         .select(vec![fp.alias(FP)])?
         .aggregate(
             vec![shard(col(FP), shape.shards).alias("shard")],

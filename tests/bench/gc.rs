@@ -10,7 +10,8 @@
 //! - `cluster` (on request): `bloom` submitted to a local Ballista cluster of this build's
 //!   `blobgc scheduler` and two `blobgc executor` processes (one task slot each), to show what
 //!   the cluster costs on one machine: CPU is summed over the client, scheduler and executors,
-//!   peak RSS is the largest of them, and each process's peak is printed below the table.
+//!   peak RSS is the largest of them, and each process's peak is printed below the table;
+//! - `cluster-1` (on request): the same on one executor with two task slots.
 //!
 //! Each measurement is a child process (this binary with `--child`), so wall time, CPU time and
 //! peak RSS (`VmHWM`, from the OS) are its own, and starts with the dataset in the page cache.
@@ -367,7 +368,7 @@ fn check(dir: &Path, data: &Data, results: &[(&str, Vec<Measure>)]) -> Option<St
     let bloom = last("bloom")?;
     let b = candidates(bloom.plan.as_deref()?);
     assert_eq!(b.len() as u64, bloom.candidates);
-    if let Some(cluster) = last("cluster") {
+    for cluster in ["cluster", "cluster-1"].into_iter().filter_map(last) {
         let c = candidates(cluster.plan.as_deref()?);
         assert!(
             c == b,
@@ -420,7 +421,11 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         .enable_all()
         .build()
         .expect("runtime");
-    let cluster = (strategy == "cluster").then(LocalCluster::start);
+    let cluster = match strategy {
+        "cluster" => Some(LocalCluster::start(2, 1)),
+        "cluster-1" => Some(LocalCluster::start(1, 2)),
+        _ => None,
+    };
     let (candidates, (filter_bits, shards), plan_url, phases) = rt.block_on(async {
         if let Some(hashing) = strategy.strip_prefix("floor") {
             let ids = floor(dir, hashing == "-fingerprint").await;
@@ -449,14 +454,14 @@ fn child(strategy: &str, dir: &Path, run: &str) {
     );
 }
 
-/// A scheduler and two executors of this build's `blobgc`, on 127.0.0.1; killed when dropped.
+/// A scheduler and executors of this build's `blobgc`, on 127.0.0.1; killed when dropped.
 struct LocalCluster {
     url: String,
     processes: Vec<(String, std::process::Child)>,
 }
 
 impl LocalCluster {
-    fn start() -> LocalCluster {
+    fn start(executors: usize, slots: usize) -> LocalCluster {
         let port = |_: usize| {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -483,7 +488,7 @@ impl LocalCluster {
             ]),
         )];
         std::thread::sleep(std::time::Duration::from_millis(500));
-        for i in 0..2 {
+        for i in 0..executors {
             let args = vec![
                 "executor".into(),
                 "--port".into(),
@@ -493,7 +498,7 @@ impl LocalCluster {
                 "--scheduler".into(),
                 url.clone(),
                 "--concurrent-tasks".into(),
-                "1".into(),
+                slots.to_string(),
             ];
             processes.push((format!("executor-{i}"), spawn(args)));
         }
