@@ -10,7 +10,8 @@
 //! - `cluster` (on request): `bloom` submitted to a local Ballista cluster of this build's
 //!   `blobgc scheduler` and two `blobgc executor` processes (one task slot each), to show what
 //!   the cluster costs on one machine: CPU is summed over the client, scheduler and executors,
-//!   peak RSS is the largest of them, and each process's peak is printed below the table;
+//!   peak RSS is the largest of them, and each process's peak is printed below the table; its
+//!   wall time leaves out starting the cluster (a user's is already running);
 //! - `cluster-1` (on request): the same on one executor with two task slots.
 //!
 //! Each measurement is a child process (this binary with `--child`), so wall time, CPU time and
@@ -198,6 +199,9 @@ struct Measure {
     /// The plan's own phase times (s): filter (estimate included), listing and probe, verify.
     #[serde(default)]
     phases: Vec<f64>,
+    /// Seconds spent starting a cluster, not counted in its wall time.
+    #[serde(default)]
+    startup: f64,
 }
 
 fn measure(strategy: &str, dir: &Path, run: usize) -> Measure {
@@ -221,7 +225,7 @@ fn measure(strategy: &str, dir: &Path, run: usize) -> Measure {
     let line = String::from_utf8_lossy(&out.stdout);
     let mut m: Measure = serde_json::from_str(line.trim().lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{strategy}: {e}: {line}"));
-    m.wall = wall;
+    m.wall = wall - m.startup;
     m
 }
 
@@ -421,11 +425,13 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         .enable_all()
         .build()
         .expect("runtime");
+    let started = Instant::now();
     let cluster = match strategy {
         "cluster" => Some(LocalCluster::start(2, 1)),
         "cluster-1" => Some(LocalCluster::start(1, 2)),
         _ => None,
     };
+    let startup = started.elapsed().as_secs_f64();
     let (candidates, (filter_bits, shards), plan_url, phases) = rt.block_on(async {
         if let Some(hashing) = strategy.strip_prefix("floor") {
             let ids = floor(dir, hashing == "-fingerprint").await;
@@ -449,7 +455,7 @@ fn child(strategy: &str, dir: &Path, run: &str) {
         serde_json::json!({
             "wall": 0.0, "cpu": cpu, "rss_mb": rss_mb, "candidates": candidates,
             "filter_bits": filter_bits, "shards": shards, "plan": plan_url, "processes": processes,
-            "phases": phases,
+            "phases": phases, "startup": startup,
         })
     );
 }
