@@ -12,7 +12,9 @@
 //!   the cluster costs on one machine: CPU is summed over the client, scheduler and executors,
 //!   peak RSS is the largest of them, and each process's peak is printed below the table; its
 //!   wall time leaves out starting the cluster (a user's is already running);
-//! - `cluster-1` (on request): the same on one executor with two task slots.
+//! - `cluster-1` (on request): the same on one executor with two task slots;
+//! - `duckdb` (on request): DuckDB's anti join of the eligible listing with the references, the
+//!   fastest exact engine a user would reach for (its result checked against `exact`'s).
 //!
 //! Each measurement is a child process (this binary with `--child`), so wall time, CPU time and
 //! peak RSS (`VmHWM`, from the OS) are its own, and starts with the dataset in the page cache.
@@ -45,6 +47,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
+
+mod duckdb;
 
 // The blobgc binary's allocator (see `blobgc::allocator`): the children measure the library
 // in this process.
@@ -86,9 +90,9 @@ fn main() {
         .unwrap_or_else(|_| "floor,floor-fingerprint,exact,bloom,bloom-noverify".into());
     let strategies: Vec<&str> = strategies.split(',').collect();
     println!(
-        "| listed | strategy | wall s | CPU s | peak RSS MB | x exact (wall / RSS) | x floor (wall) |"
+        "| listed | strategy | wall s | CPU s | peak RSS MB | x exact (wall / RSS) | x floor (wall) | x duckdb (wall) |"
     );
-    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     let mut notes = Vec::new();
     for size in sizes.split(',') {
         let n = parse_size(size);
@@ -118,10 +122,11 @@ fn main() {
                 median_of(other, f).map_or("-".to_string(), |o| format!("{:.2}", mine / o))
             };
             println!(
-                "| {size} | {s} | {wall:.2} | {cpu:.2} | {rss:.0} | {} / {} | {} |",
+                "| {size} | {s} | {wall:.2} | {cpu:.2} | {rss:.0} | {} / {} | {} | {} |",
                 vs("exact", |m| m.wall, wall),
                 vs("exact", |m| m.rss_mb, rss),
                 vs("floor", |m| m.wall, wall),
+                vs("duckdb", |m| m.wall, wall),
             );
         }
         for (s, v) in &results {
@@ -205,17 +210,26 @@ struct Measure {
 }
 
 fn measure(strategy: &str, dir: &Path, run: usize) -> Measure {
+    let mut command = match strategy {
+        "duckdb" => {
+            let python = duckdb::python(dir.parent().expect("the datasets' dir"));
+            let out = dir.join(format!("plans/duckdb-{run}"));
+            duckdb::command(&python, dir, &out, CURRENT)
+        }
+        _ => {
+            let mut child = Command::new(std::env::current_exe().expect("own path"));
+            child.args([
+                "--child",
+                strategy,
+                dir.to_str().expect("utf-8 dir"),
+                &run.to_string(),
+            ]);
+            child
+        }
+    };
     warm(dir);
     let started = Instant::now();
-    let out = Command::new(std::env::current_exe().expect("own path"))
-        .args([
-            "--child",
-            strategy,
-            dir.to_str().expect("utf-8 dir"),
-            &run.to_string(),
-        ])
-        .output()
-        .expect("child runs");
+    let out = command.output().expect("child runs");
     let wall = started.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
@@ -382,6 +396,13 @@ fn check(dir: &Path, data: &Data, results: &[(&str, Vec<Measure>)]) -> Option<St
     let exact = last("exact")?;
     let e = candidates(exact.plan.as_deref()?);
     assert_eq!(e.len() as u64, exact.candidates);
+    if let Some(duckdb) = last("duckdb") {
+        let d = candidates(duckdb.plan.as_deref()?);
+        assert!(
+            d == e,
+            "DuckDB's anti join found other ids than the exact strategy"
+        );
+    }
     assert!(
         b.is_subset(&e),
         "the Bloom strategy deleted something the exact one keeps"
