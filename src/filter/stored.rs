@@ -8,13 +8,16 @@
 //! ```
 //!
 //! A process loads the manifest once and a shard only when an id of that shard is looked up: a
-//! cluster task probing one shard's ids never holds the others.
+//! cluster task probing one shard's ids never holds the others. It keeps the shards it loaded
+//! up to [`KEPT_SHARD_BYTES`], dropping the least recently used past it: an executor probing
+//! shard after shard (a task per shard) would otherwise come to hold the whole filter.
 
 use super::{Bloom, Sharded, sharded};
 use crate::error::{Error, Result};
 use crate::store::{Location, S3Options};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock, Mutex};
 
 /// What names the stored parts of a filter.
@@ -94,8 +97,21 @@ pub struct LoadedFilter {
     shard_dir: String,
     checksums: Vec<String>,
     s3: S3Options,
-    shards: Mutex<Vec<Option<Arc<Bloom>>>>,
+    kept: Mutex<Kept>,
 }
+
+/// The shards a process keeps of one filter: each loaded one, and their order of last use.
+struct Kept {
+    shards: Vec<Option<Arc<Bloom>>>,
+    used: VecDeque<usize>,
+    bytes: u64,
+    budget: u64,
+}
+
+/// The bytes of loaded shards a process keeps of one filter beyond those in use: a filter of
+/// this size or less is held whole, which is what a probe that does not route the listing by
+/// shard needs (see the plan's probe).
+pub const KEPT_SHARD_BYTES: u64 = 64 << 20;
 
 impl LoadedFilter {
     fn open(location: &str, checksum: &str, s3: &S3Options) -> Result<Self> {
@@ -120,7 +136,12 @@ impl LoadedFilter {
         Ok(LoadedFilter {
             manifest: location.to_string(),
             shard_dir: shard_dir.to_string(),
-            shards: Mutex::new(vec![None; manifest.shards.len()]),
+            kept: Mutex::new(Kept {
+                shards: vec![None; manifest.shards.len()],
+                used: VecDeque::new(),
+                bytes: 0,
+                budget: KEPT_SHARD_BYTES,
+            }),
             checksums: manifest.shards,
             s3: s3.clone(),
         })
@@ -137,17 +158,12 @@ impl LoadedFilter {
         Ok(sharded::look_up(|s| shards[s].as_deref(), count, fps))
     }
 
-    /// The shards `needed`, loaded if they were not; the others as they are.
+    /// The shards `needed`, loaded if they were not; the others as they are kept.
     fn shards_for(&self, needed: &[bool]) -> Result<Vec<Option<Arc<Bloom>>>> {
         let poisoned = || Error::runtime(format!("filter {}: a loader panicked", self.manifest));
         // Loaded under the lock: two tasks wanting one shard read it once.
-        let mut shards = self.shards.lock().map_err(|_| poisoned())?;
-        for (i, _) in needed.iter().enumerate().filter(|(_, n)| **n) {
-            if shards[i].is_none() {
-                shards[i] = Some(Arc::new(self.load(i)?));
-            }
-        }
-        Ok(shards.clone())
+        let mut kept = self.kept.lock().map_err(|_| poisoned())?;
+        kept.using(needed, |i| self.load(i))
     }
 
     fn load(&self, shard: usize) -> Result<Bloom> {
@@ -155,6 +171,43 @@ impl LoadedFilter {
         let location = format!("{}/{}", self.shard_dir, StoredFilter::shard_name(checksum));
         let bytes = crate::store::read_blocking(&location, &self.s3)?;
         StoredFilter::verify_and_decode(&location, checksum, &bytes)
+    }
+}
+
+impl Kept {
+    /// The shards `needed`, loaded by `load` if they were not, as the most recently used; the
+    /// others as they are kept, once those past the budget are dropped.
+    fn using(
+        &mut self,
+        needed: &[bool],
+        mut load: impl FnMut(usize) -> Result<Bloom>,
+    ) -> Result<Vec<Option<Arc<Bloom>>>> {
+        for (i, _) in needed.iter().enumerate().filter(|(_, n)| **n) {
+            self.used.retain(|&u| u != i);
+            self.used.push_back(i);
+            if self.shards[i].is_none() {
+                let shard = load(i)?;
+                self.bytes += shard.params().size_bytes();
+                self.shards[i] = Some(Arc::new(shard));
+            }
+        }
+        let shards = self.shards.clone();
+        self.drop_unneeded(needed);
+        Ok(shards)
+    }
+
+    /// Drops the least recently used shards, none of `needed`, until the budget's bytes are
+    /// kept or only needed ones are.
+    fn drop_unneeded(&mut self, needed: &[bool]) {
+        while self.bytes > self.budget {
+            let Some(&oldest) = self.used.front().filter(|&&i| !needed[i]) else {
+                return;
+            };
+            self.used.pop_front();
+            if let Some(shard) = self.shards[oldest].take() {
+                self.bytes -= shard.params().size_bytes();
+            }
+        }
     }
 }
 
@@ -186,4 +239,48 @@ pub fn load_cached(location: &str, checksum: &str, s3: &S3Options) -> Result<Arc
         v.push((key, Arc::clone(&filter)));
     }
     Ok(filter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::FilterParams;
+
+    fn kept(shards: usize, budget: u64) -> Kept {
+        Kept {
+            shards: vec![None; shards],
+            used: VecDeque::new(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    fn one(shards: usize, i: usize) -> Vec<bool> {
+        (0..shards).map(|s| s == i).collect()
+    }
+
+    #[test]
+    fn shards_past_the_budget_are_dropped_oldest_first_never_one_in_use() {
+        let params = FilterParams::for_items(1_000, 0.01, 7);
+        let size = params.size_bytes();
+        let mut loads = Vec::new();
+        let mut k = kept(4, 2 * size);
+        let mut load = |i: usize| {
+            loads.push(i);
+            Bloom::new(params)
+        };
+        for i in [0, 1, 0, 2, 0, 1] {
+            let got = k.using(&one(4, i), &mut load).unwrap();
+            assert!(got[i].is_some());
+        }
+        assert_eq!(k.bytes, 2 * size);
+        let all = k.using(&[true; 4], &mut load).unwrap();
+        assert!(
+            all.iter().all(Option::is_some),
+            "every shard in use is kept"
+        );
+        assert_eq!(k.bytes, 4 * size);
+        // 1 was dropped for 2 (0 was used more recently), then 2 for 1; 2 and 3 loaded again.
+        assert_eq!(loads, vec![0, 1, 2, 1, 2, 3]);
+    }
 }

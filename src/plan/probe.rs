@@ -8,7 +8,7 @@
 //! exact`). The last two are columns of the plan ([`frame`]).
 
 use crate::error::Result;
-use crate::filter::{Sharded, fingerprint};
+use crate::filter::{KEPT_SHARD_BYTES, Sharded, fingerprint};
 use crate::functions::{self, for_each_id};
 use crate::generation::{GenerationRule, IdClass};
 use crate::listing::{BLOB_ID, SIZE};
@@ -115,16 +115,13 @@ pub(super) fn frame(
     Ok((planned, Verdict::Planned))
 }
 
-/// A stored filter of more bytes than this is probed shard by shard: the listing is routed so
-/// that a task loads only its shards. A smaller one is loaded whole by each process that probes,
-/// once, which costs less than shuffling the listing (at 10M listed blobs and a 12 MB filter,
-/// the routing doubled the probe's time).
-const ROUTED_ABOVE_BYTES: u64 = 64 << 20;
-
 /// The partitions the listing is routed to for a filter of `shards` shards and `bits` bits in
-/// all: one per shard when the filter is larger than [`ROUTED_ABOVE_BYTES`], else none (1).
+/// all: one per shard when the filter is larger than a process keeps of it
+/// ([`KEPT_SHARD_BYTES`]), so that a task loads only its shards; else none (1), and each
+/// process that probes loads the whole filter once, which costs less than shuffling the listing
+/// (at 10M listed blobs and a 12 MB filter, the routing doubled the probe's time).
 pub(super) fn routes(shards: u32, bits: u64) -> u32 {
-    match bits / 8 > ROUTED_ABOVE_BYTES {
+    match bits / 8 > KEPT_SHARD_BYTES {
         true => shards,
         false => 1,
     }
@@ -389,7 +386,7 @@ mod tests {
 
     #[test]
     fn only_a_large_filter_is_routed() {
-        assert_eq!(routes(64, ROUTED_ABOVE_BYTES * 8), 1);
-        assert_eq!(routes(64, ROUTED_ABOVE_BYTES * 8 + 64), 64);
+        assert_eq!(routes(64, KEPT_SHARD_BYTES * 8), 1);
+        assert_eq!(routes(64, KEPT_SHARD_BYTES * 8 + 64), 64);
     }
 }
