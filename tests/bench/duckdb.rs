@@ -17,7 +17,7 @@ rows = con.execute(f"""
 COPY (
   SELECT l.blob_id, l.size
   FROM read_parquet('{data}/inventory/*.parquet') l
-  ANTI JOIN read_parquet('{data}/refs/*.parquet') r ON l.blob_id = r.blob_id
+  ANTI JOIN read_parquet('{data}/refs/**/*.parquet') r ON l.blob_id = r.blob_id
   WHERE split_part(l.blob_id, '_', 1) = '1'
     AND CAST(split_part(l.blob_id, '_', 2) AS BIGINT) + 1 < {current}
 ) TO '{out}/batches/result.parquet' (FORMAT parquet)

@@ -21,7 +21,9 @@
 //! The datasets (a Parquet inventory of N listed blobs and about 2.2 N reference rows, snappy)
 //! are generated once under `BLOBGC_BENCH_DIR` (default `target/bench-data`) and reused. `BLOBGC_BENCH_SIZES` (default `1M,10M`; `50M` on
 //! request), `BLOBGC_BENCH_RUNS` (default 3: medians are printed), `BLOBGC_BENCH_STRATEGIES`,
-//! `BLOBGC_BENCH_FPP` (default 0.01).
+//! `BLOBGC_BENCH_FPP` (default 0.01), `BLOBGC_BENCH_SOURCES` (default 1: the references in one
+//! source; K > 1 splits the same rows over K sources of several smaller files each, as real
+//! exports are, in a dataset of its own, `<size>-<K>src`).
 //!
 //! Correctness is checked at every size: the Bloom strategy's deletion set is a subset of the
 //! exact one and holds at least (1 - 2 fpp) of it.
@@ -72,6 +74,34 @@ fn fpp() -> f64 {
         .unwrap_or(0.01)
 }
 
+/// The reference sources of a dataset: `BLOBGC_BENCH_SOURCES`, default 1.
+fn sources() -> u64 {
+    std::env::var("BLOBGC_BENCH_SOURCES")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .filter(|&k| k >= 1)
+        .unwrap_or(1)
+}
+
+/// Where reference file `file` of a dataset goes: `refs/` for one source, else `refs/s<K>/`
+/// (files of 1/K the rows, dealt to the sources in turn).
+fn refs_file(dir: &Path, file: usize) -> PathBuf {
+    match sources() {
+        1 => dir.join(format!("refs/part-{file:04}.parquet")),
+        k => dir.join(format!("refs/s{}/part-{file:04}.parquet", file as u64 % k)),
+    }
+}
+
+/// The reference sources of the dataset `dir`, by name and directory.
+fn reference_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    match sources() {
+        1 => vec![("refs".into(), dir.join("refs"))],
+        k => (0..k)
+            .map(|s| (format!("s{s}"), dir.join(format!("refs/s{s}"))))
+            .collect(),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--child") {
@@ -96,7 +126,10 @@ fn main() {
     let mut notes = Vec::new();
     for size in sizes.split(',') {
         let n = parse_size(size);
-        let dir = base.join(size);
+        let dir = match sources() {
+            1 => base.join(size),
+            k => base.join(format!("{size}-{k}src")),
+        };
         let data = dataset(&dir, n);
         let mut results: Vec<(&str, Vec<Measure>)> = Vec::new();
         for run in 0..runs {
@@ -323,8 +356,9 @@ fn dataset(dir: &Path, n: u64) -> Data {
     let rows = (n as f64 * REFS_PER_BLOB) as u64;
     let pool = ((n as f64 * REFERENCED_SHARE) as u64).max(1);
     let mut seen = vec![false; pool as usize];
-    for (file, start) in (0..rows).step_by(ROWS_PER_FILE as usize).enumerate() {
-        let picks: Vec<u64> = (start..(start + ROWS_PER_FILE).min(rows))
+    let per_file = ROWS_PER_FILE / sources();
+    for (file, start) in (0..rows).step_by(per_file as usize).enumerate() {
+        let picks: Vec<u64> = (start..(start + per_file).min(rows))
             .map(|r| splitmix(r) % pool)
             .collect();
         for &j in &picks {
@@ -337,7 +371,9 @@ fn dataset(dir: &Path, n: u64) -> Data {
             )) as ArrayRef,
         )])
         .expect("batch");
-        write(&dir.join(format!("refs/part-{file:04}.parquet")), &batch);
+        let path = refs_file(dir, file);
+        std::fs::create_dir_all(path.parent().expect("a refs dir")).expect("mkdir");
+        write(&path, &batch);
     }
     let data = Data {
         listed: n,
@@ -432,10 +468,18 @@ fn check(dir: &Path, data: &Data, results: &[(&str, Vec<Measure>)]) -> Option<St
 /// listed blobs the exact strategy's 14 GB evicts them, and the strategy after it read the disk.
 fn warm(dir: &Path) {
     for table in ["inventory", "refs"] {
-        for file in std::fs::read_dir(dir.join(table)).expect("dataset dir") {
-            let mut file = std::fs::File::open(file.expect("dataset file").path()).expect("file");
-            std::io::copy(&mut file, &mut std::io::sink()).expect("dataset read");
+        warm_tree(&dir.join(table));
+    }
+}
+
+fn warm_tree(path: &Path) {
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path).expect("dataset dir") {
+            warm_tree(&entry.expect("dataset entry").path());
         }
+    } else {
+        let mut file = std::fs::File::open(path).expect("file");
+        std::io::copy(&mut file, &mut std::io::sink()).expect("dataset read");
     }
 }
 
@@ -548,10 +592,11 @@ impl Drop for LocalCluster {
 async fn floor(dir: &Path, fingerprint: bool) -> u64 {
     let ctx = blobgc::session::local(2, &Default::default()).expect("session");
     let mut rows = 0;
-    for table in ["inventory", "refs"] {
+    let refs = reference_dirs(dir).into_iter().map(|(_, path)| path);
+    for table in std::iter::once(dir.join("inventory")).chain(refs) {
         let df = ctx
             .read_parquet(
-                format!("{}/", dir.join(table).display()),
+                format!("{}/", table.display()),
                 datafusion::prelude::ParquetReadOptions::default(),
             )
             .await
@@ -602,13 +647,16 @@ async fn bench_plan(
     scheduler: Option<&str>,
 ) -> (u64, (u64, u32), Option<String>, Vec<f64>) {
     let now: DateTime<Utc> = DateTime::parse_from_rfc3339(NOW).expect("NOW").into();
-    let refs = SourceSpec {
-        name: "refs".into(),
-        url: dir.join("refs").display().to_string(),
-        columns: vec!["blob_id".into()],
-        allow_empty: false,
-    };
-    let mut job = Job::new("memory://bench-store", vec![refs], now);
+    let refs = reference_dirs(dir)
+        .into_iter()
+        .map(|(name, path)| SourceSpec {
+            name,
+            url: path.display().to_string(),
+            columns: vec!["blob_id".into()],
+            allow_empty: false,
+        })
+        .collect();
+    let mut job = Job::new("memory://bench-store", refs, now);
     job.inventory = Some(dir.join("inventory").display().to_string());
     job.salt = format!("bench-{run}");
     job.fpp = fpp();
