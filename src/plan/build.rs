@@ -3,10 +3,9 @@
 //! than `--max-fpp` allows.
 
 use super::engine::Engine;
-use super::sizing::{self, RESIZE_ABOVE};
+use super::sizing::{self, RESIZE_ABOVE, Shape};
 use super::{Built, Run};
 use crate::error::{Error, Result};
-use crate::filter::{FilterParams, Sharded};
 use crate::summary::{FilterSummary, PlanSummary};
 use datafusion::prelude::DataFrame;
 
@@ -34,7 +33,7 @@ pub(super) async fn filter(
     };
     run.progress.step("building the Bloom filter of references");
     let stem = format!("filter-{}", job.run_id);
-    let mut shape = Shape::new(run, expected)?;
+    let mut shape = Shape::new(job, expected)?;
     let mut built = engine
         .build_filter(references, &shape, run.dir, &stem)
         .await?;
@@ -47,7 +46,7 @@ pub(super) async fn filter(
         );
         run.dir.delete_filter(&built.stem).await?;
         expected = estimate(run, references, rows).await?;
-        shape = Shape::new(run, expected)?;
+        shape = Shape::new(job, expected)?;
         let stem = format!("{stem}-resized");
         built = engine
             .build_filter(references, &shape, run.dir, &stem)
@@ -77,30 +76,6 @@ pub(super) async fn filter(
         )));
     }
     Ok(built)
-}
-
-/// How the filter is cut and sized: `shards` shards of `params` each, folded to `fpp` once
-/// built.
-pub(super) struct Shape {
-    pub params: FilterParams,
-    pub shards: u32,
-    pub fpp: f64,
-}
-
-impl Shape {
-    /// The shape of a filter for `expected` distinct references: the job's shard count, or one
-    /// from the filter's size ([`sizing::shards`]).
-    fn new(run: &Run<'_>, expected: u64) -> Result<Shape> {
-        let job = run.job;
-        let seed = FilterParams::seed_from_salt(&job.salt);
-        let whole = FilterParams::foldable(expected, job.fpp, seed);
-        let shards = sizing::shards(job.shards, whole);
-        Ok(Shape {
-            params: Sharded::shard_params(expected, job.fpp, seed, shards)?,
-            shards,
-            fpp: job.fpp,
-        })
-    }
 }
 
 async fn estimate(run: &Run<'_>, references: &DataFrame, rows: u64) -> Result<u64> {

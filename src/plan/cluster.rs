@@ -4,8 +4,8 @@
 //! and this process's when the references' fingerprints could not be spilled.
 
 use super::Built;
-use super::build::Shape;
 use super::probe::{FP, Probed, a_task_per_shard, canonical, shard};
+use super::sizing::Shape;
 use crate::error::{Error, Result};
 use crate::filter::{Bloom, FilterParams, FilterStats, Manifest, Sharded, StoredFilter, fit};
 use crate::frame;

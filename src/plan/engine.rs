@@ -8,10 +8,10 @@
 //! | probe | the filter in memory, one pass per batch | ids shuffled by shard; `blobgc_bloom_contains`: each task loads its shards once |
 //! | verify | the spilled fingerprints; the references only on a match | the candidates' filter, streamed past by every reference |
 
-use super::build::Shape;
 use super::cluster;
 use super::local;
 use super::probe::{self, Lookup, Probed};
+use super::sizing::Shape;
 use super::{Built, Run};
 use crate::error::Result;
 use crate::job::Strategy;

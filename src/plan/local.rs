@@ -2,8 +2,8 @@
 //! `TMPDIR` by one pass ([`crate::spill`]), build the filter and settle the verification; the
 //! probe's partitions run as tasks of this process, each writing its own batches.
 
-use super::build::Shape;
 use super::probe::{self, Probed, Verdict};
+use super::sizing::Shape;
 use super::{Built, Run};
 use crate::error::{Error, Result};
 use crate::filter::FilterParams;

@@ -3,10 +3,10 @@
 //! bits then say about references that name no listed blob.
 
 use crate::error::Result;
-use crate::filter::FilterParams;
+use crate::filter::{FilterParams, Sharded};
 use crate::frame;
 use crate::functions::{distinct, fingerprint_udf};
-use crate::job::MAX_SHARDS;
+use crate::job::{Job, MAX_SHARDS};
 use crate::listing::BLOB_ID;
 use crate::summary::{PlanCounts, PlanSummary};
 use datafusion::logical_expr::col;
@@ -23,6 +23,29 @@ pub(super) const RESIZE_ABOVE: f64 = 1.5;
 /// The size a shard is built at, before it is folded, when `--shards` is not given: a few MB,
 /// so a cluster task holds a few of them and this process builds each with its lines cached.
 pub(super) const SHARD_BYTES: u64 = 4 << 20;
+
+/// How the filter is cut and sized: `shards` shards of `params` each, folded to `fpp` once
+/// built.
+pub(super) struct Shape {
+    pub params: FilterParams,
+    pub shards: u32,
+    pub fpp: f64,
+}
+
+impl Shape {
+    /// The shape of a filter for `expected` distinct references: the job's shard count, or one
+    /// from the filter's size ([`shards`]).
+    pub fn new(job: &Job, expected: u64) -> Result<Shape> {
+        let seed = FilterParams::seed_from_salt(&job.salt);
+        let whole = FilterParams::foldable(expected, job.fpp, seed);
+        let shards = shards(job.shards, whole);
+        Ok(Shape {
+            params: Sharded::shard_params(expected, job.fpp, seed, shards)?,
+            shards,
+            fpp: job.fpp,
+        })
+    }
+}
 
 /// Shards of a filter of `params` when the job names none: as many as make shards of
 /// [`SHARD_BYTES`] at most, a power of two.
