@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::store::{Location, S3Options};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock, Mutex};
 
 /// What names the stored parts of a filter.
@@ -100,12 +99,26 @@ pub struct LoadedFilter {
     kept: Mutex<Kept>,
 }
 
-/// The shards a process keeps of one filter: each loaded one, and their order of last use.
+/// The shards a process keeps of one filter: each loaded one, and when each was last used (a
+/// count of lookups, so that a lookup costs the shards it needs, not all of them).
 struct Kept {
     shards: Vec<Option<Arc<Bloom>>>,
-    used: VecDeque<usize>,
+    last_used: Vec<u64>,
+    lookups: u64,
     bytes: u64,
     budget: u64,
+}
+
+impl Kept {
+    fn new(shards: usize, budget: u64) -> Kept {
+        Kept {
+            shards: vec![None; shards],
+            last_used: vec![0; shards],
+            lookups: 0,
+            bytes: 0,
+            budget,
+        }
+    }
 }
 
 /// The bytes of loaded shards a process keeps of one filter beyond those in use: a filter of
@@ -136,12 +149,7 @@ impl LoadedFilter {
         Ok(LoadedFilter {
             manifest: location.to_string(),
             shard_dir: shard_dir.to_string(),
-            kept: Mutex::new(Kept {
-                shards: vec![None; manifest.shards.len()],
-                used: VecDeque::new(),
-                bytes: 0,
-                budget: KEPT_SHARD_BYTES,
-            }),
+            kept: Mutex::new(Kept::new(manifest.shards.len(), KEPT_SHARD_BYTES)),
             checksums: manifest.shards,
             s3: s3.clone(),
         })
@@ -182,9 +190,9 @@ impl Kept {
         needed: &[bool],
         mut load: impl FnMut(usize) -> Result<Bloom>,
     ) -> Result<Vec<Option<Arc<Bloom>>>> {
+        self.lookups += 1;
         for (i, _) in needed.iter().enumerate().filter(|(_, n)| **n) {
-            self.used.retain(|&u| u != i);
-            self.used.push_back(i);
+            self.last_used[i] = self.lookups;
             if self.shards[i].is_none() {
                 let shard = load(i)?;
                 self.bytes += shard.params().size_bytes();
@@ -200,13 +208,13 @@ impl Kept {
     /// kept or only needed ones are.
     fn drop_unneeded(&mut self, needed: &[bool]) {
         while self.bytes > self.budget {
-            let Some(&oldest) = self.used.front().filter(|&&i| !needed[i]) else {
+            let oldest = (0..self.shards.len())
+                .filter(|&i| self.shards[i].is_some() && !needed[i])
+                .min_by_key(|&i| self.last_used[i]);
+            let Some(shard) = oldest.and_then(|i| self.shards[i].take()) else {
                 return;
             };
-            self.used.pop_front();
-            if let Some(shard) = self.shards[oldest].take() {
-                self.bytes -= shard.params().size_bytes();
-            }
+            self.bytes -= shard.params().size_bytes();
         }
     }
 }
@@ -246,15 +254,6 @@ mod tests {
     use super::*;
     use crate::filter::FilterParams;
 
-    fn kept(shards: usize, budget: u64) -> Kept {
-        Kept {
-            shards: vec![None; shards],
-            used: VecDeque::new(),
-            bytes: 0,
-            budget,
-        }
-    }
-
     fn one(shards: usize, i: usize) -> Vec<bool> {
         (0..shards).map(|s| s == i).collect()
     }
@@ -264,7 +263,7 @@ mod tests {
         let params = FilterParams::for_items(1_000, 0.01, 7);
         let size = params.size_bytes();
         let mut loads = Vec::new();
-        let mut k = kept(4, 2 * size);
+        let mut k = Kept::new(4, 2 * size);
         let mut load = |i: usize| {
             loads.push(i);
             Bloom::new(params)

@@ -4,8 +4,8 @@
 //! - `blobgc_shard(fingerprint, shards)`: the filter shard of a fingerprint ([`shard_of`]).
 //! - `blobgc_bloom_build(fingerprint, num_bits, num_hashes, seed_hex, fpp)`: aggregate; the
 //!   filter shard of the fingerprints grouped into it, folded to the distinct ids it holds at
-//!   `fpp`, encoded, with the count of ids inserted: `{filter, ids}`. The plan groups by shard after routing each shard's fingerprints to one
-//!   task, so a shard is built whole in one place. (In-process, the filter is built from the
+//!   `fpp`, encoded, with the count of ids inserted: `{filter, ids}`. The plan groups by shard
+//!   after routing each shard's fingerprints to one task, so a shard is built whole in one place. (In-process, the filter is built from the
 //!   references' fingerprints instead: [`crate::spill`].)
 //! - `blobgc_store_shard(built, shard_dir)`: writes a shard `blobgc_bloom_build` built by its
 //!   SHA-256 into `shard_dir`, in the task that built it; returns `{checksum, bits, ones, ids}`.

@@ -83,16 +83,8 @@ fn sources() -> u64 {
         .unwrap_or(1)
 }
 
-/// Where reference file `file` of a dataset goes: `refs/` for one source, else `refs/s<K>/`
-/// (files of 1/K the rows, dealt to the sources in turn).
-fn refs_file(dir: &Path, file: usize) -> PathBuf {
-    match sources() {
-        1 => dir.join(format!("refs/part-{file:04}.parquet")),
-        k => dir.join(format!("refs/s{}/part-{file:04}.parquet", file as u64 % k)),
-    }
-}
-
-/// The reference sources of the dataset `dir`, by name and directory.
+/// The reference sources of the dataset `dir`, by name and directory: `refs/` for one source,
+/// else `refs/s<K>/`.
 fn reference_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
     match sources() {
         1 => vec![("refs".into(), dir.join("refs"))],
@@ -356,7 +348,10 @@ fn dataset(dir: &Path, n: u64) -> Data {
     let rows = (n as f64 * REFS_PER_BLOB) as u64;
     let pool = ((n as f64 * REFERENCED_SHARE) as u64).max(1);
     let mut seen = vec![false; pool as usize];
-    let per_file = ROWS_PER_FILE / sources();
+    // Files of 1/K the rows, dealt to the K sources in turn; at least one file each.
+    let sources = reference_dirs(dir);
+    let k = sources.len() as u64;
+    let per_file = (ROWS_PER_FILE / k).min(rows.div_ceil(k)).max(1);
     for (file, start) in (0..rows).step_by(per_file as usize).enumerate() {
         let picks: Vec<u64> = (start..(start + per_file).min(rows))
             .map(|r| splitmix(r) % pool)
@@ -371,7 +366,9 @@ fn dataset(dir: &Path, n: u64) -> Data {
             )) as ArrayRef,
         )])
         .expect("batch");
-        let path = refs_file(dir, file);
+        let path = sources[file % sources.len()]
+            .1
+            .join(format!("part-{file:04}.parquet"));
         std::fs::create_dir_all(path.parent().expect("a refs dir")).expect("mkdir");
         write(&path, &batch);
     }
