@@ -26,6 +26,12 @@ pub const GRPC_MAX_MESSAGE_BYTES: u32 = 16 << 20;
 /// 32 MiB the executors peaked at 210-310 MB and the run took no longer.
 const SHUFFLE_BUFFER_BYTES: usize = 32 << 20;
 
+/// Joins are never broadcast. The probe routes the listing by shard with a join on a table of
+/// shards ([`crate::plan`]'s `by_shard`); Ballista's adaptive planner found that table small and
+/// broadcast it, so the listing was never shuffled and every task probed every shard, loading
+/// the whole filter into every executor.
+const BROADCAST_JOIN_BYTES: usize = 0;
+
 /// The session config of every cluster process: Ballista's, with the job options known, so the
 /// keys a client sets are applied on the executors.
 pub fn session_config() -> SessionConfig {
@@ -34,6 +40,10 @@ pub fn session_config() -> SessionConfig {
         .set_usize(
             ballista_core::config::BALLISTA_SHUFFLE_SORT_BASED_MEMORY_LIMIT_PER_TASK_BYTES,
             SHUFFLE_BUFFER_BYTES,
+        )
+        .set_usize(
+            ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_BYTES,
+            BROADCAST_JOIN_BYTES,
         );
     crate::session::tuned(config)
 }

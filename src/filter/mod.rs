@@ -20,7 +20,7 @@ pub(crate) use canonical::fully_canonical;
 pub use sharded::{FilterStats, Sharded, fit, shard_of};
 pub use sketch::Sketch;
 pub(crate) use stored::hex;
-pub use stored::{KEPT_SHARD_BYTES, LoadedFilter, Manifest, StoredFilter, load_cached};
+pub use stored::{LoadedFilter, Manifest, StoredFilter, load_cached};
 
 use crate::error::{Error, Result};
 use fastbloom::BloomFilter;

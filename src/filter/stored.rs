@@ -121,10 +121,9 @@ impl Kept {
     }
 }
 
-/// The bytes of loaded shards a process keeps of one filter beyond those in use: a filter of
-/// this size or less is held whole, which is what a probe that does not route the listing by
-/// shard needs (see the plan's probe).
-pub const KEPT_SHARD_BYTES: u64 = 64 << 20;
+/// The bytes of loaded shards a process keeps of one filter beyond those in use. (A probe that
+/// does not route the listing by shard uses every shard in every lookup, so it holds them all.)
+const KEPT_SHARD_BYTES: u64 = 64 << 20;
 
 impl LoadedFilter {
     fn open(location: &str, checksum: &str, s3: &S3Options) -> Result<Self> {

@@ -90,9 +90,12 @@ pub fn distinct() -> AggregateUDF {
     AggregateUDF::from(sketch::Distinct::new())
 }
 
+/// Volatile, though it is not: the optimizer must not move it. A filter on its result was
+/// pushed below the probe's routing by shard into the listing's scan, whose tasks then loaded
+/// every shard of the filter.
 pub fn bloom_contains() -> ScalarUDF {
     ScalarUDF::from(BloomContains {
-        signature: Signature::any(3, Volatility::Immutable),
+        signature: Signature::any(3, Volatility::Volatile),
     })
 }
 

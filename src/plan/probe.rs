@@ -8,7 +8,7 @@
 //! exact`). The last two are columns of the plan ([`frame`]).
 
 use crate::error::Result;
-use crate::filter::{KEPT_SHARD_BYTES, Sharded, fingerprint};
+use crate::filter::{Sharded, fingerprint};
 use crate::functions::{self, for_each_id};
 use crate::generation::{GenerationRule, IdClass};
 use crate::listing::{BLOB_ID, SIZE};
@@ -115,13 +115,17 @@ pub(super) fn frame(
     Ok((planned, Verdict::Planned))
 }
 
+/// The largest filter every process that probes loads whole. Above it the listing is routed
+/// by shard, so that a task loads only its shards; a cluster needs that when a filter outgrows
+/// an executor. Below it the routing costs more than it saves: at 50M listed blobs and a 150 MB
+/// filter (64 shards), two runs of each side by side, it took the probe from 25-27 s to 46-51 s
+/// and the executors' peaks from 480-680 MB to 700-970 MB.
+pub(super) const ROUTED_ABOVE_BYTES: u64 = 256 << 20;
+
 /// The partitions the listing is routed to for a filter of `shards` shards and `bits` bits in
-/// all: one per shard when the filter is larger than a process keeps of it
-/// ([`KEPT_SHARD_BYTES`]), so that a task loads only its shards; else none (1), and each
-/// process that probes loads the whole filter once, which costs less than shuffling the listing
-/// (at 10M listed blobs and a 12 MB filter, the routing doubled the probe's time).
+/// all: one per shard above [`ROUTED_ABOVE_BYTES`], else none (1).
 pub(super) fn routes(shards: u32, bits: u64) -> u32 {
-    match bits / 8 > KEPT_SHARD_BYTES {
+    match bits / 8 > ROUTED_ABOVE_BYTES {
         true => shards,
         false => 1,
     }
@@ -135,8 +139,8 @@ const ROUTE: &str = "route";
 /// `frame` with each id's fingerprint (column [`FP`]), partitioned by its shard among `shards`:
 /// a task sees the ids of its shards only. DataFusion keeps a partitioning only where an
 /// operator needs it, so the routing is a join with the table of shards (one row each), which
-/// hash-partitions both sides by shard ([`crate::session::tuned`] keeps it from broadcasting
-/// the small side instead).
+/// hash-partitions both sides by shard (the sessions, local and cluster, keep it from
+/// broadcasting the small side instead).
 pub(super) fn by_shard(frame: DataFrame, shards: u32) -> Result<DataFrame> {
     let fp = functions::fingerprint_udf().call(vec![col(BLOB_ID)]);
     let frame = frame.with_column(FP, fp)?;
@@ -386,7 +390,7 @@ mod tests {
 
     #[test]
     fn only_a_large_filter_is_routed() {
-        assert_eq!(routes(64, KEPT_SHARD_BYTES * 8), 1);
-        assert_eq!(routes(64, KEPT_SHARD_BYTES * 8 + 64), 64);
+        assert_eq!(routes(64, ROUTED_ABOVE_BYTES * 8), 1);
+        assert_eq!(routes(64, ROUTED_ABOVE_BYTES * 8 + 64), 64);
     }
 }
