@@ -114,7 +114,7 @@ pub async fn run(
         columns: vec![BLOB_ID.into()],
         allow_empty: job.allow_empty_references,
     };
-    let refs = references::open(&ctx, &spec).await?;
+    let refs = references::open(&ctx, &spec, &mut Default::default()).await?;
     let due = due(deletions.clone(), job).await?;
     progress.step(&format!("checking {} concerned blobs", due.concerned.len()));
     let candidates = unreferenced(dir, job, refs.ids.clone(), &due.concerned).await?;
@@ -126,6 +126,7 @@ pub async fn run(
         sources: vec![SourceSummary {
             spec,
             rows: refs.rows,
+            snapshot: refs.snapshot.clone(),
         }],
         counts: PlanCounts {
             reference_count: refs.rows,

@@ -177,6 +177,17 @@ impl Job {
                 "--shards must be a power of two from 1 to {MAX_SHARDS}, got {k}"
             ));
         }
+        if let Some(source) = self
+            .references
+            .iter()
+            .find(|s| self.scheduler.is_some() && crate::postgres::is_url(&s.url))
+        {
+            return fail(format!(
+                "reference source {:?} is a PostgreSQL table, which a cluster's executors cannot \
+                 read: plan without --scheduler, or export the table to Parquet",
+                source.name
+            ));
+        }
         if self.partitions == 0 || self.delete_concurrency == 0 || self.list_concurrency == 0 {
             return fail(
                 "--partitions, --delete-concurrency and --list-concurrency must be >= 1".into(),

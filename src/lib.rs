@@ -38,6 +38,7 @@ pub mod outcome;
 pub mod plan;
 pub mod plan_dir;
 pub(crate) mod plan_root;
+pub mod postgres;
 pub mod progress;
 pub(crate) mod quarantine;
 pub mod references;

@@ -7,6 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::listing::BLOB_ID;
+use crate::postgres::{self, Snapshots};
 use crate::store::Location;
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::Column;
@@ -77,12 +78,13 @@ impl SourceSpec {
     }
 }
 
-/// A source checked and opened: its row count (from Parquet metadata) and its ids as one
-/// `blob_id` column (the union of its id columns).
+/// A source checked and opened: its row count and its ids as one `blob_id` column (the union
+/// of its id columns); for a database table, when the run's snapshot of it was taken.
 pub struct OpenedSource {
     pub spec: SourceSpec,
     pub rows: u64,
     pub ids: DataFrame,
+    pub snapshot: Option<String>,
 }
 
 impl OpenedSource {
@@ -142,10 +144,21 @@ pub fn field<'a>(df: &'a DataFrame, column: &str, what: &str) -> Result<&'a Fiel
         })
 }
 
-/// Checks and opens a source. Errors name the source, its URL and what is wrong.
-pub async fn open(ctx: &SessionContext, spec: &SourceSpec) -> Result<OpenedSource> {
+/// Checks and opens a source: Parquet files, or a PostgreSQL table read in the run's snapshot
+/// of its database (`snapshots`). Errors name the source, its URL and what is wrong.
+pub async fn open(
+    ctx: &SessionContext,
+    spec: &SourceSpec,
+    snapshots: &mut Snapshots,
+) -> Result<OpenedSource> {
     let what = format!("reference source {:?} ({})", spec.name, spec.url);
-    let df = read_table(ctx, &spec.url, &what).await?;
+    let (df, counted, snapshot) = match postgres::is_url(&spec.url) {
+        true => {
+            let opened = snapshots.open(ctx, &spec.url, &spec.columns, &what).await?;
+            (opened.table, Some(opened.rows), Some(opened.snapshot))
+        }
+        false => (read_table(ctx, &spec.url, &what).await?, None, None),
+    };
 
     let mut ids: Option<DataFrame> = None;
     for column in &spec.columns {
@@ -168,10 +181,14 @@ pub async fn open(ctx: &SessionContext, spec: &SourceSpec) -> Result<OpenedSourc
         });
     }
     let ids = ids.ok_or_else(|| Error::usage(format!("{what}: no id column")))?;
-    let rows =
-        df.count()
+    let rows = match counted {
+        Some(rows) => rows,
+        None => df
+            .count()
             .await
-            .map_err(|e| Error::runtime(format!("{what}: cannot count rows: {e}")))? as u64;
+            .map_err(|e| Error::runtime(format!("{what}: cannot count rows: {e}")))?
+            as u64,
+    };
     if rows == 0 && !spec.allow_empty {
         return Err(Error::aborted(format!(
             "{what} has no rows: an empty export would make every blob it references look like garbage \
@@ -182,6 +199,7 @@ pub async fn open(ctx: &SessionContext, spec: &SourceSpec) -> Result<OpenedSourc
         spec: spec.clone(),
         rows,
         ids,
+        snapshot,
     })
 }
 

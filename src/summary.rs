@@ -127,6 +127,9 @@ pub struct SourceSummary {
     #[serde(flatten)]
     pub spec: SourceSpec,
     pub rows: u64,
+    /// For a database table: when the snapshot it was read in was taken (the database's UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 impl SourceSummary {

@@ -139,6 +139,7 @@ pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &Progress) -> Result
             allow_empty: true,
         },
         rows: uploads.len() as u64,
+        snapshot: None,
     };
     table_plan::write(
         dir,

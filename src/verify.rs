@@ -276,7 +276,9 @@ mod tests {
         writer.close().unwrap();
         let spec = SourceSpec::parse_flag(&format!("messages={}", refs.display())).unwrap();
         let ctx = crate::session::local(2, &Default::default()).unwrap();
-        let source = crate::references::open(&ctx, &spec).await.unwrap();
+        let source = crate::references::open(&ctx, &spec, &mut Default::default())
+            .await
+            .unwrap();
         let plan = dir.path().join("plan");
         let plan = PlanDir::new(
             Location::parse(plan.to_str().unwrap(), "plan", &Default::default()).unwrap(),

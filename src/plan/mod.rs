@@ -34,6 +34,7 @@ use crate::guards;
 use crate::job::{Job, Strategy, Verify};
 use crate::plan_dir::PlanDir;
 use crate::plan_root::PlanRoot;
+use crate::postgres::Snapshots;
 use crate::progress::Progress;
 use crate::references::{self, OpenedSource};
 use crate::store::Location;
@@ -209,14 +210,16 @@ async fn open_sources(
 ) -> Result<Vec<OpenedSource>> {
     run.progress.step("checking reference sources");
     let mut sources = Vec::new();
+    let mut snapshots = Snapshots::default();
     for spec in &run.job.references {
-        sources.push(references::open(engine.ctx(), spec).await?);
+        sources.push(references::open(engine.ctx(), spec, &mut snapshots).await?);
     }
     summary.sources = sources
         .iter()
         .map(|s| SourceSummary {
             spec: s.spec.clone(),
             rows: s.rows,
+            snapshot: s.snapshot.clone(),
         })
         .collect();
     Ok(sources)

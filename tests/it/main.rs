@@ -12,6 +12,7 @@ mod fault_proxy;
 mod fuzz;
 mod incremental;
 mod layout;
+mod postgres;
 mod properties;
 mod s3;
 mod s3_server;

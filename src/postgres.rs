@@ -1,0 +1,381 @@
+//! Reference sources read straight from PostgreSQL: `postgresql://USER@HOST:PORT/DB?table=T`
+//! with the id columns after `#`, as for any source. The password comes from `PGPASSWORD`,
+//! never from the URL, which is printed in reports and errors.
+//!
+//! **The danger:** a database can hide rows from the reader, and a table read at two moments
+//! can disagree with itself; either makes live blobs look like garbage. So every PostgreSQL
+//! source of a run (per database) is read in one snapshot: a `REPEATABLE READ, READ ONLY`
+//! transaction held open for the whole run exports it (`pg_export_snapshot()`), and every scan,
+//! on its own connection, reads in it (`SET TRANSACTION SNAPSHOT`); the verification reads the
+//! very rows the filter was built from. A table under row-level security read by a role that
+//! neither is a superuser nor bypasses it aborts the run; a missing table or column is a usage
+//! error; a connection lost mid-read fails the run. Rows stream in batches: no table is held in
+//! memory.
+
+use crate::error::{Error, Result};
+use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::streaming::StreamingTable;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::streaming::PartitionStream;
+use datafusion::prelude::{DataFrame, SessionContext};
+use futures::{StreamExt, pin_mut};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::Sender;
+use tokio_postgres::{Client, Config, NoTls};
+
+/// Rows per batch read from a table.
+const BATCH_ROWS: usize = 8192;
+
+/// How long connecting to a database may take before the run fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a read waits for a lock (a migration holding the table, say) before the run fails,
+/// and how long a connection may be silent before TCP asks whether the server is still there:
+/// no read waits forever.
+const LOCK_TIMEOUT: &str = "1min";
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Whether a source's URL names a PostgreSQL table.
+pub fn is_url(url: &str) -> bool {
+    url.starts_with("postgresql://") || url.starts_with("postgres://")
+}
+
+/// A source URL taken apart: how to connect, and the table (`schema.table` or `table`).
+struct Source {
+    config: Config,
+    table: String,
+    /// The database, as snapshots are shared: user, host, port and name.
+    database: String,
+}
+
+fn parse(url: &str, what: &str) -> Result<Source> {
+    let bad = |why: String| Error::usage(format!("{what}: {why}"));
+    let mut parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
+    if parsed.password().is_some() {
+        return Err(bad(
+            "a password in the URL would be printed with it; set PGPASSWORD instead".into(),
+        ));
+    }
+    let mut table = None;
+    let mut rest = Vec::new();
+    for (k, v) in parsed.query_pairs() {
+        match k.as_ref() {
+            "table" => table = Some(v.into_owned()),
+            _ => rest.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    let table = table
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| bad("no ?table=NAME".into()))?;
+    parsed.set_query(None);
+    if !rest.is_empty() {
+        parsed.query_pairs_mut().extend_pairs(rest);
+    }
+    let mut config: Config = parsed.as_str().parse().map_err(|e| bad(format!("{e}")))?;
+    if let Ok(password) = std::env::var("PGPASSWORD") {
+        config.password(password);
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE);
+    let database = format!(
+        "{}@{}:{}/{}",
+        parsed.username(),
+        parsed.host_str().unwrap_or(""),
+        parsed.port().unwrap_or(5432),
+        parsed.path().trim_start_matches('/')
+    );
+    Ok(Source {
+        config,
+        table,
+        database,
+    })
+}
+
+/// A table name as SQL: each dotted part quoted.
+fn quoted(table: &str) -> String {
+    table
+        .split('.')
+        .map(|part| format!("\"{}\"", part.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+async fn connect(config: &Config, what: &str) -> Result<Client> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| Error::runtime(format!("{what}: cannot connect: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("a PostgreSQL connection ended: {e}");
+        }
+    });
+    client
+        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        .await
+        .map_err(failed(what))?;
+    Ok(client)
+}
+
+fn failed(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
+    move |e| Error::runtime(format!("{what}: {e}"))
+}
+
+/// One database's snapshot, exported by a transaction that stays open while this lives.
+struct Snapshot {
+    config: Config,
+    id: String,
+    /// When the snapshot was taken, in the database's clock.
+    taken_at: String,
+    client: Client,
+}
+
+impl Snapshot {
+    async fn take(config: &Config, what: &str) -> Result<Snapshot> {
+        let client = connect(config, what).await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(failed(what))?;
+        let row = client
+            .query_one(
+                "SELECT pg_export_snapshot(), to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+                &[],
+            )
+            .await
+            .map_err(failed(what))?;
+        Ok(Snapshot {
+            config: config.clone(),
+            id: row.get(0),
+            taken_at: row.get(1),
+            client,
+        })
+    }
+}
+
+/// The snapshots of one run, a database each.
+#[derive(Default)]
+pub struct Snapshots(HashMap<String, Arc<Snapshot>>);
+
+/// A PostgreSQL source checked in the run's snapshot: its table, its row count then, and when
+/// the snapshot was taken.
+pub struct Opened {
+    pub table: DataFrame,
+    pub rows: u64,
+    pub snapshot: String,
+}
+
+impl Snapshots {
+    /// Checks the table of `url` in the run's snapshot of its database (taken on first use):
+    /// it exists, has `columns` as text, and hides no row from this role.
+    pub async fn open(
+        &mut self,
+        ctx: &SessionContext,
+        url: &str,
+        columns: &[String],
+        what: &str,
+    ) -> Result<Opened> {
+        let source = parse(url, what)?;
+        let snapshot = match self.0.get(&source.database) {
+            Some(s) => Arc::clone(s),
+            None => {
+                let s = Arc::new(Snapshot::take(&source.config, what).await?);
+                self.0.insert(source.database.clone(), Arc::clone(&s));
+                s
+            }
+        };
+        let table = quoted(&source.table);
+        check_columns(&snapshot.client, &table, columns, what).await?;
+        check_row_security(&snapshot.client, &table, what).await?;
+        let count: i64 = snapshot
+            .client
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .map_err(failed(what))?
+            .get(0);
+        let scan = Scan {
+            snapshot: Arc::clone(&snapshot),
+            select: format!(
+                "SELECT {} FROM {table}",
+                columns
+                    .iter()
+                    .map(|c| quoted(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            schema: Arc::new(Schema::new(
+                columns
+                    .iter()
+                    .map(|c| Field::new(c, DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            )),
+            what: what.to_string(),
+        };
+        let provider = StreamingTable::try_new(Arc::clone(&scan.schema), vec![Arc::new(scan)])?;
+        Ok(Opened {
+            table: ctx.read_table(Arc::new(provider))?,
+            rows: u64::try_from(count).unwrap_or(0),
+            snapshot: snapshot.taken_at.clone(),
+        })
+    }
+}
+
+/// The table exists and holds each of `columns` as text.
+async fn check_columns(client: &Client, table: &str, columns: &[String], what: &str) -> Result<()> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(failed(what))?
+        .get(0);
+    if !exists {
+        return Err(Error::usage(format!("{what}: no table {table}")));
+    }
+    let rows = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute \
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            &[&table],
+        )
+        .await
+        .map_err(failed(what))?;
+    let have: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    for column in columns {
+        let Some(kind) = have.get(column) else {
+            let mut names: Vec<_> = have.keys().map(String::as_str).collect();
+            names.sort();
+            return Err(Error::usage(format!(
+                "{what}: no column {column:?} (it has: {})",
+                names.join(", ")
+            )));
+        };
+        if !(kind == "text" || kind.starts_with("character")) {
+            return Err(Error::usage(format!(
+                "{what}: column {column:?} is {kind}, blob ids must be text"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Aborts when row-level security may hide rows of `table` from this role: it is on for the
+/// table, and the role neither is a superuser nor bypasses it (a table's owner is not exempt
+/// once security is forced, so no exemption is assumed).
+async fn check_row_security(client: &Client, table: &str, what: &str) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT c.relrowsecurity, r.rolsuper OR r.rolbypassrls, current_user::text \
+             FROM pg_class c, pg_roles r \
+             WHERE c.oid = to_regclass($1) AND r.rolname = current_user",
+            &[&table],
+        )
+        .await
+        .map_err(failed(what))?;
+    let (secured, sees_all, role): (bool, bool, String) = (row.get(0), row.get(1), row.get(2));
+    if secured && !sees_all {
+        return Err(Error::aborted(format!(
+            "{what}: table {table} has row-level security and role {role:?} is neither superuser \
+             nor BYPASSRLS, so it may see only some rows: every blob the others reference would \
+             look like garbage (read as a role with BYPASSRLS)"
+        )));
+    }
+    Ok(())
+}
+
+/// One scan of a table in the run's snapshot, on a connection of its own.
+struct Scan {
+    snapshot: Arc<Snapshot>,
+    select: String,
+    schema: SchemaRef,
+    what: String,
+}
+
+impl std::fmt::Debug for Scan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgreSQL scan: {}", self.select)
+    }
+}
+
+impl PartitionStream for Scan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
+        let tx = builder.tx();
+        let (snapshot, select, schema, what) = (
+            Arc::clone(&self.snapshot),
+            self.select.clone(),
+            Arc::clone(&self.schema),
+            self.what.clone(),
+        );
+        builder.spawn(async move {
+            read(&snapshot, &select, &schema, &what, &tx)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))
+        });
+        builder.build()
+    }
+}
+
+/// Sends the rows of `select`, read in `snapshot` on a new connection, in batches, until they
+/// end or nobody receives them.
+async fn read(
+    snapshot: &Snapshot,
+    select: &str,
+    schema: &SchemaRef,
+    what: &str,
+    tx: &Sender<DFResult<RecordBatch>>,
+) -> Result<()> {
+    let client = connect(&snapshot.config, what).await?;
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.id.replace('\'', "''")
+        ))
+        .await
+        .map_err(failed(what))?;
+    let rows = client
+        .query_raw(select, std::iter::empty::<&str>())
+        .await
+        .map_err(failed(what))?;
+    pin_mut!(rows);
+    let mut builders: Vec<StringBuilder> = schema
+        .fields()
+        .iter()
+        .map(|_| StringBuilder::new())
+        .collect();
+    let mut pending = 0;
+    while let Some(row) = rows.next().await {
+        let row = row.map_err(failed(what))?;
+        for (i, b) in builders.iter_mut().enumerate() {
+            b.append_option(row.try_get::<_, Option<&str>>(i).map_err(failed(what))?);
+        }
+        pending += 1;
+        if pending == BATCH_ROWS {
+            pending = 0;
+            if tx.send(Ok(finish(schema, &mut builders)?)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if pending > 0 {
+        let _ = tx.send(Ok(finish(schema, &mut builders)?)).await;
+    }
+    Ok(())
+}
+
+fn finish(schema: &SchemaRef, builders: &mut [StringBuilder]) -> Result<RecordBatch> {
+    let arrays: Vec<ArrayRef> = builders
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
+}

@@ -1,0 +1,208 @@
+//! Reference sources read from a real PostgreSQL server, started here on 127.0.0.1 and stopped
+//! when the test ends, failed or not. Debian's `postgresql` package provides it (`.ci/run`
+//! installs it).
+
+use crate::support::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// The server's programs: the newest Debian install's.
+fn bindir() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL installed under /usr/lib/postgresql (Debian's postgresql package)")
+        .map(|e| e.unwrap().path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    found.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok())
+    });
+    found
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql/*/bin")
+}
+
+/// The server refuses to run as root: as root, it runs as the `postgres` user.
+fn as_server_user(program: &Path) -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false);
+    match root {
+        true => {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        }
+        false => Command::new(program),
+    }
+}
+
+fn ok(command: &mut Command) {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        ok(Command::new("chmod").arg("777").arg(dir.path()));
+        let bin = bindir();
+        ok(as_server_user(&bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-D"])
+            .arg(&data));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {}",
+            dir.path().display()
+        );
+        ok(as_server_user(&bin.join("pg_ctl"))
+            .args(["-w", "-t", "30", "-o", &options, "-l"])
+            .arg(dir.path().join("log"))
+            .arg("-D")
+            .arg(&data)
+            .arg("start"));
+        Postgres {
+            bin,
+            data,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn sql(&self, sql: &str) {
+        ok(Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-c",
+                sql,
+            ]));
+    }
+
+    fn url(&self, user: &str, table: &str) -> String {
+        format!(
+            "postgresql://{user}@127.0.0.1:{}/postgres?table={table}",
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_server_user(&self.bin.join("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .output();
+    }
+}
+
+fn values(ids: &[&str]) -> String {
+    ids.iter()
+        .map(|id| format!("('{id}')"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn blobs_referenced_by_james_tables_in_postgres_are_kept_and_orphans_go() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let (body, attached, orphan) = (id(557, "body"), id(557, "attached"), id(557, "orphan"));
+    f.blobs(&[&body, &attached, &orphan]);
+    pg.sql(&format!(
+        "CREATE TABLE message (id serial PRIMARY KEY, body_blob_id varchar NOT NULL);
+         INSERT INTO message (body_blob_id) VALUES {};
+         CREATE TABLE attachment (id serial PRIMARY KEY, blob_id varchar);
+         INSERT INTO attachment (blob_id) VALUES {}, (NULL);",
+        values(&[&body]),
+        values(&[&attached])
+    ));
+    let messages = format!("messages={}#body_blob_id", pg.url("postgres", "message"));
+    let attachments = format!(
+        "attachments={}#blob_id",
+        pg.url("postgres", "public.attachment")
+    );
+
+    let out = f.run(T2, &["--refs", &messages, "--refs", &attachments]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(f.left(), BTreeSet::from([body, attached]));
+    assert_eq!(
+        (out.u("reference_count"), out.u("null_reference_count")),
+        (2, 1)
+    );
+}
+
+#[test]
+fn a_role_that_row_level_security_limits_stops_the_run() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let (mine, theirs) = (id(557, "mine"), id(557, "theirs"));
+    f.blobs(&[&mine, &theirs]);
+    pg.sql(&format!(
+        "CREATE TABLE message (body_blob_id varchar, domain text);
+         INSERT INTO message VALUES ('{mine}', 'a.org'), ('{theirs}', 'b.org');
+         ALTER TABLE message ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY one_domain ON message USING (domain = 'a.org');
+         CREATE ROLE reader LOGIN;
+         GRANT SELECT ON message TO reader;"
+    ));
+    let refs = format!("messages={}#body_blob_id", pg.url("reader", "message"));
+
+    let out = f.run(T2, &["--refs", &refs]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("row-level security") && out.stderr.contains("reader"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(f.left(), BTreeSet::from([mine, theirs]), "nothing deleted");
+}
+
+#[test]
+fn a_missing_column_or_an_empty_table_deletes_nothing() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let orphan = id(557, "orphan");
+    f.blobs(&[&orphan]);
+    pg.sql("CREATE TABLE message (body_blob_id varchar); CREATE TABLE attachment (blob_id text);");
+    pg.sql(&format!("INSERT INTO message VALUES {}", values(&["x"])));
+
+    let missing = format!("messages={}#header_blob_id", pg.url("postgres", "message"));
+    let out = f.run(T2, &["--refs", &missing]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("header_blob_id"), "{}", out.stderr);
+
+    let no_table = format!("messages={}#blob_id", pg.url("postgres", "mailbox"));
+    let out = f.run(T2, &["--refs", &no_table]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+
+    let empty = format!("attachments={}#blob_id", pg.url("postgres", "attachment"));
+    let out = f.run(T2, &["--refs", &empty]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("no rows"), "{}", out.stderr);
+    assert_eq!(f.left(), BTreeSet::from([orphan]));
+}
