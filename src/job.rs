@@ -9,6 +9,7 @@ use crate::breakers::Thresholds;
 use crate::error::{Error, Result};
 use crate::generation::{DEFAULT_DURATION_SECONDS, DEFAULT_FAMILY, parse_duration};
 use crate::options::{self, duration_text, with_job_file};
+use crate::postgres::JamesOptions;
 use crate::references::SourceSpec;
 use crate::store::S3Options;
 use chrono::{DateTime, Utc};
@@ -330,6 +331,9 @@ pub struct JobArgs {
     #[command(flatten)]
     #[serde(default)]
     pub s3: S3Options,
+    #[command(flatten)]
+    #[serde(default)]
+    pub james: JamesOptions,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
@@ -395,7 +399,9 @@ impl JobArgs {
             Some(t) => parse_now(t)?,
             None => clock(),
         };
-        let mut job = Job::new(store, self.references(o.references.clone())?, now);
+        let mut references = o.james.sources()?;
+        references.extend(self.references(o.references.clone())?);
+        let mut job = Job::new(store, references, now);
         job.check_clock = o.now.is_none();
         if let Some(skew) = &o.max_clock_skew {
             job.max_clock_skew_seconds =
@@ -558,5 +564,34 @@ mod tests {
         .resolve(epoch)
         .unwrap_err();
         assert!(e.to_string().contains("batchsize"), "{e}");
+    }
+
+    #[test]
+    fn a_james_database_adds_james_tables_to_the_file_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            "store = \"/s\"\n[james]\npostgres = \"postgresql://james@db:5432/james\"\n\
+             [[references]]\nname = \"queue\"\nurl = \"/q\"\n",
+        )
+        .unwrap();
+        let j = JobArgs {
+            job: Some(path),
+            ..JobArgs::default()
+        }
+        .resolve(epoch)
+        .unwrap();
+        let urls: Vec<&str> = j.references.iter().map(|r| r.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "postgresql://james@db:5432/james?table=message",
+                "postgresql://james@db:5432/james?table=attachment",
+                "postgresql://james@db:5432/james?table=mail_repository_content",
+                "/q"
+            ]
+        );
+        assert_eq!(j.references[2].columns, ["header_blob_id", "body_blob_id"]);
     }
 }

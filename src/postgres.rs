@@ -13,6 +13,7 @@
 //! memory.
 
 use crate::error::{Error, Result};
+use crate::references::SourceSpec;
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -39,6 +40,68 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// no read waits forever.
 const LOCK_TIMEOUT: &str = "1min";
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// Apache James on PostgreSQL (its `postgres` app): the database whose tables hold every blob
+/// id its GC reads. Headers are inline there (no header blob), the mail queue is not in the
+/// database, and JMAP uploads expire on their own (`blobgc uploads`).
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args,
+)]
+#[serde(deny_unknown_fields)]
+pub struct JamesOptions {
+    /// James's PostgreSQL database (postgresql://USER@HOST:PORT/DB): its message, attachment
+    /// and mail repository tables become reference sources.
+    #[arg(long = "james-postgres", value_name = "URL")]
+    pub postgres: Option<String>,
+}
+
+/// James's tables that reference blobs, their id columns, and whether they may be empty (a
+/// mail repository holds only mail that failed).
+const JAMES_TABLES: [(&str, &str, &[&str], bool); 3] = [
+    ("james-messages", "message", &["body_blob_id"], false),
+    ("james-attachments", "attachment", &["blob_id"], false),
+    (
+        "james-mailrepository",
+        "mail_repository_content",
+        &["header_blob_id", "body_blob_id"],
+        true,
+    ),
+];
+
+impl JamesOptions {
+    /// The reference sources of James's database, if one is given.
+    pub fn sources(&self) -> Result<Vec<SourceSpec>> {
+        let Some(url) = &self.postgres else {
+            return Ok(Vec::new());
+        };
+        let base = url::Url::parse(url)
+            .ok()
+            .filter(|u| is_url(u.as_str()))
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "--james-postgres {url:?}: expected postgresql://USER@HOST:PORT/DB"
+                ))
+            })?;
+        if base.query_pairs().any(|(k, _)| k == "table") {
+            return Err(Error::usage(format!(
+                "--james-postgres {url:?}: names James's database, not a table"
+            )));
+        }
+        Ok(JAMES_TABLES
+            .iter()
+            .map(|(name, table, columns, allow_empty)| {
+                let mut url = base.clone();
+                url.query_pairs_mut().append_pair("table", table);
+                SourceSpec {
+                    name: name.to_string(),
+                    url: url.to_string(),
+                    columns: columns.iter().map(|c| c.to_string()).collect(),
+                    allow_empty: *allow_empty,
+                }
+            })
+            .collect())
+    }
+}
 
 /// Whether a source's URL names a PostgreSQL table.
 pub fn is_url(url: &str) -> bool {

@@ -206,3 +206,30 @@ fn a_missing_column_or_an_empty_table_deletes_nothing() {
     assert!(out.stderr.contains("no rows"), "{}", out.stderr);
     assert_eq!(f.left(), BTreeSet::from([orphan]));
 }
+
+#[test]
+fn the_james_preset_reads_james_tables_and_an_empty_mail_repository_is_normal() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let (body, attached, orphan) = (id(557, "body"), id(557, "attached"), id(557, "orphan"));
+    f.blobs(&[&body, &attached, &orphan]);
+    // James's schema, reduced to the columns its GC reads.
+    pg.sql(&format!(
+        "CREATE TABLE message (message_id uuid, body_blob_id varchar(200) NOT NULL);
+         INSERT INTO message VALUES (gen_random_uuid(), '{body}');
+         CREATE TABLE attachment (attachment_id uuid, blob_id varchar(200));
+         INSERT INTO attachment VALUES (gen_random_uuid(), '{attached}');
+         CREATE TABLE mail_repository_content (name varchar, header_blob_id varchar,
+                                               body_blob_id varchar);"
+    ));
+    let james = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port);
+
+    let out = f.run(T2, &["--james-postgres", &james]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(f.left(), BTreeSet::from([body, attached]));
+    assert_eq!(out.u("reference_source_count"), 3);
+
+    let table = format!("{james}?table=message");
+    let out = f.run(T2, &["--james-postgres", &table]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+}
