@@ -27,6 +27,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::Sender;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, NoTls};
 
 /// Rows per batch read from a table.
@@ -187,8 +189,12 @@ async fn connect(config: &Config, what: &str) -> Result<Client> {
     Ok(client)
 }
 
+/// A failed call as an error naming the source, with the server's own message when it sent one.
 fn failed(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
-    move |e| Error::runtime(format!("{what}: {e}"))
+    move |e| match e.as_db_error() {
+        Some(db) => Error::runtime(format!("{what}: {} ({})", db.message(), db.code().code())),
+        None => Error::runtime(format!("{what}: {e}")),
+    }
 }
 
 /// One database's snapshot, exported by a transaction that stays open while this lives.
@@ -263,25 +269,34 @@ impl Snapshots {
             .await
             .map_err(failed(what))?
             .get(0);
-        let scan = Scan {
-            snapshot: Arc::clone(&snapshot),
-            select: format!(
-                "SELECT {} FROM {table}",
-                columns
-                    .iter()
-                    .map(|c| quoted(c))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            schema: Arc::new(Schema::new(
-                columns
-                    .iter()
-                    .map(|c| Field::new(c, DataType::Utf8, true))
-                    .collect::<Vec<_>>(),
-            )),
-            what: what.to_string(),
-        };
-        let provider = StreamingTable::try_new(Arc::clone(&scan.schema), vec![Arc::new(scan)])?;
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|c| Field::new(c, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let as_text: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{}::text", quoted(c)))
+            .collect();
+        let partitions = ctx.copied_config().target_partitions();
+        let scans: Vec<Arc<dyn PartitionStream>> =
+            page_ranges(&snapshot.client, &table, partitions, what)
+                .await?
+                .into_iter()
+                .map(|range| {
+                    Arc::new(Scan {
+                        snapshot: Arc::clone(&snapshot),
+                        copy: format!(
+                            "COPY (SELECT {} FROM {table} {range}) TO STDOUT (FORMAT binary)",
+                            as_text.join(", ")
+                        ),
+                        schema: Arc::clone(&schema),
+                        what: what.to_string(),
+                    }) as Arc<dyn PartitionStream>
+                })
+                .collect();
+        let provider = StreamingTable::try_new(schema, scans)?;
         Ok(Opened {
             table: ctx.read_table(Arc::new(provider))?,
             rows: u64::try_from(count).unwrap_or(0),
@@ -351,17 +366,54 @@ async fn check_row_security(client: &Client, table: &str, what: &str) -> Result<
     Ok(())
 }
 
+/// The `WHERE` clauses that cut `table` into about `count` ranges of its pages, for scans in
+/// parallel: TID range scans read only their pages (PostgreSQL 14 and later; before, one scan).
+/// The last range is open: a table cannot be rewritten while the run's snapshot transaction
+/// holds it (it counted its rows), and rows added later are not in the snapshot anyway.
+async fn page_ranges(
+    client: &Client,
+    table: &str,
+    count: usize,
+    what: &str,
+) -> Result<Vec<String>> {
+    let row = client
+        .query_one(
+            "SELECT pg_relation_size(to_regclass($1)) / current_setting('block_size')::bigint, \
+             current_setting('server_version_num')::int",
+            &[&table],
+        )
+        .await
+        .map_err(failed(what))?;
+    let (pages, version): (i64, i32) = (row.get(0), row.get(1));
+    let count = count as i64;
+    if version < 140_000 || count < 2 || pages < count {
+        return Ok(vec![String::new()]);
+    }
+    let start = |i: i64| pages * i / count;
+    Ok((0..count)
+        .map(|i| match i + 1 == count {
+            true => format!("WHERE ctid >= '({},0)'::tid", start(i)),
+            false => format!(
+                "WHERE ctid >= '({},0)'::tid AND ctid < '({},0)'::tid",
+                start(i),
+                start(i + 1)
+            ),
+        })
+        .collect())
+}
+
 /// One scan of a table in the run's snapshot, on a connection of its own.
 struct Scan {
     snapshot: Arc<Snapshot>,
-    select: String,
+    /// `COPY (SELECT ids as text ...) TO STDOUT (FORMAT binary)`.
+    copy: String,
     schema: SchemaRef,
     what: String,
 }
 
 impl std::fmt::Debug for Scan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PostgreSQL scan: {}", self.select)
+        write!(f, "PostgreSQL scan: {}", self.copy)
     }
 }
 
@@ -373,14 +425,14 @@ impl PartitionStream for Scan {
     fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
         let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&self.schema), 2);
         let tx = builder.tx();
-        let (snapshot, select, schema, what) = (
+        let (snapshot, copy, schema, what) = (
             Arc::clone(&self.snapshot),
-            self.select.clone(),
+            self.copy.clone(),
             Arc::clone(&self.schema),
             self.what.clone(),
         );
         builder.spawn(async move {
-            read(&snapshot, &select, &schema, &what, &tx)
+            read(&snapshot, &copy, &schema, &what, &tx)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))
         });
@@ -388,11 +440,11 @@ impl PartitionStream for Scan {
     }
 }
 
-/// Sends the rows of `select`, read in `snapshot` on a new connection, in batches, until they
+/// Sends the rows of `copy`, read in `snapshot` on a new connection, in batches, until they
 /// end or nobody receives them.
 async fn read(
     snapshot: &Snapshot,
-    select: &str,
+    copy: &str,
     schema: &SchemaRef,
     what: &str,
     tx: &Sender<DFResult<RecordBatch>>,
@@ -405,10 +457,8 @@ async fn read(
         ))
         .await
         .map_err(failed(what))?;
-    let rows = client
-        .query_raw(select, std::iter::empty::<&str>())
-        .await
-        .map_err(failed(what))?;
+    let types = vec![Type::TEXT; schema.fields().len()];
+    let rows = BinaryCopyOutStream::new(client.copy_out(copy).await.map_err(failed(what))?, &types);
     pin_mut!(rows);
     let mut builders: Vec<StringBuilder> = schema
         .fields()
@@ -419,7 +469,7 @@ async fn read(
     while let Some(row) = rows.next().await {
         let row = row.map_err(failed(what))?;
         for (i, b) in builders.iter_mut().enumerate() {
-            b.append_option(row.try_get::<_, Option<&str>>(i).map_err(failed(what))?);
+            b.append_option(row.try_get::<Option<&str>>(i).map_err(failed(what))?);
         }
         pending += 1;
         if pending == BATCH_ROWS {

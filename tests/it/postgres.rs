@@ -137,7 +137,9 @@ fn blobs_referenced_by_james_tables_in_postgres_are_kept_and_orphans_go() {
         "CREATE TABLE message (id serial PRIMARY KEY, body_blob_id varchar NOT NULL);
          INSERT INTO message (body_blob_id) VALUES {};
          CREATE TABLE attachment (id serial PRIMARY KEY, blob_id varchar);
-         INSERT INTO attachment (blob_id) VALUES {}, (NULL);",
+         INSERT INTO attachment (blob_id) VALUES {}, (NULL);
+         INSERT INTO message (body_blob_id)
+             SELECT 'elsewhere-' || g FROM generate_series(1, 30000) g;",
         values(&[&body]),
         values(&[&attached])
     ));
@@ -147,12 +149,25 @@ fn blobs_referenced_by_james_tables_in_postgres_are_kept_and_orphans_go() {
         pg.url("postgres", "public.attachment")
     );
 
-    let out = f.run(T2, &["--refs", &messages, "--refs", &attachments]);
+    // Four partitions: the message table (~200 pages) is read as four page ranges at once.
+    let args = [
+        "--refs",
+        &messages,
+        "--refs",
+        &attachments,
+        "--partitions",
+        "4",
+        // The other rows name blobs this store does not hold.
+        "--max-missing-references",
+        "1",
+    ];
+    let out = f.run(T2, &args);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(f.left(), BTreeSet::from([body, attached]));
     assert_eq!(
         (out.u("reference_count"), out.u("null_reference_count")),
-        (2, 1)
+        (30_002, 1),
+        "every row read once"
     );
 }
 
@@ -232,4 +247,137 @@ fn the_james_preset_reads_james_tables_and_an_empty_mail_repository_is_normal() 
     let table = format!("{james}?table=message");
     let out = f.run(T2, &["--james-postgres", &table]);
     assert_eq!(out.code, 2, "{}", out.stderr);
+}
+
+/// A psql session of the test's own, fed statement by statement.
+struct Session(std::process::Child);
+
+impl Session {
+    fn open(pg: &Postgres) -> Session {
+        Session(
+            Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q"])
+                .args(["-p", &pg.port.to_string(), "-v", "ON_ERROR_STOP=1"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn send(&mut self, sql: &str) {
+        use std::io::Write;
+        let stdin = self.0.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql}").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `query` (a count) is above zero.
+fn until(pg: &Postgres, query: &str, what: &str) {
+    for _ in 0..600 {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tA"])
+            .args(["-p", &pg.port.to_string(), "-c", query])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{what} never happened");
+}
+
+/// Starts a run whose second source `session` locks, and returns once the run waits for it:
+/// its snapshot is taken (at its first source) and it cannot go on.
+fn a_run_held_at_its_second_source(
+    f: &Fixture,
+    pg: &Postgres,
+    session: &mut Session,
+) -> std::process::Child {
+    session.send("BEGIN; LOCK TABLE attachment IN ACCESS EXCLUSIVE MODE;");
+    until(
+        pg,
+        "SELECT count(*) FROM pg_locks WHERE granted AND mode = 'AccessExclusiveLock' \
+         AND relation = 'attachment'::regclass",
+        "the test's lock",
+    );
+    let messages = format!("messages={}#body_blob_id", pg.url("postgres", "message"));
+    let attachments = format!("attachments={}#blob_id", pg.url("postgres", "attachment"));
+    let run = Command::new(env!("CARGO_BIN_EXE_blobgc"))
+        .args(["run", "--store", &f.store_url(), "--now", T2])
+        .args(["--refs", &messages, "--refs", &attachments])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    until(
+        pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+        "the run's wait for the locked table",
+    );
+    run
+}
+
+#[test]
+fn a_reference_deleted_during_the_run_keeps_its_blob_and_the_next_run_collects_it() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let (kept, dropped) = (id(557, "kept"), id(557, "dropped"));
+    f.blobs(&[&kept, &dropped]);
+    pg.sql(&format!(
+        "CREATE TABLE message (body_blob_id varchar); CREATE TABLE attachment (blob_id varchar);
+         INSERT INTO message VALUES {}; INSERT INTO attachment VALUES {};",
+        values(&[&kept, &dropped]),
+        values(&[&kept])
+    ));
+    let mut writer = Session::open(&pg);
+    let run = a_run_held_at_its_second_source(&f, &pg, &mut writer);
+    // After the run's snapshot was taken, the reference goes.
+    writer.send(&format!(
+        "DELETE FROM message WHERE body_blob_id = '{dropped}'; COMMIT;"
+    ));
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        f.left(),
+        BTreeSet::from([kept.clone(), dropped]),
+        "referenced in the run's snapshot: kept"
+    );
+
+    let messages = format!("messages={}#body_blob_id", pg.url("postgres", "message"));
+    let attachments = format!("attachments={}#blob_id", pg.url("postgres", "attachment"));
+    let next = f.run(T2, &["--refs", &messages, "--refs", &attachments]);
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert_eq!(f.left(), BTreeSet::from([kept]));
+}
+
+#[test]
+fn a_server_stopped_during_the_run_fails_it_and_deletes_nothing() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let orphan = id(557, "orphan");
+    f.blobs(&[&orphan]);
+    pg.sql(
+        "CREATE TABLE message (body_blob_id varchar); CREATE TABLE attachment (blob_id varchar);
+         INSERT INTO message VALUES ('x'); INSERT INTO attachment VALUES ('y');",
+    );
+    let mut session = Session::open(&pg);
+    let run = a_run_held_at_its_second_source(&f, &pg, &mut session);
+    ok(as_server_user(&pg.bin.join("pg_ctl"))
+        .args(["-m", "immediate", "-D"])
+        .arg(&pg.data)
+        .arg("stop"));
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(f.left(), BTreeSet::from([orphan]));
 }
