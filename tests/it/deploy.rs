@@ -194,7 +194,7 @@ fn the_airflow_dag_compiles() {
 
 #[test]
 fn the_gc_job_files_users_copy_are_valid() {
-    for name in ["demo", "s3", "cluster"] {
+    for name in ["demo", "s3", "cluster", "james-postgres"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("jobs/{name}.toml"));
         let file: blobgc::job::JobArgs =
             blobgc::options::read_job_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -208,4 +208,9 @@ fn the_gc_job_files_users_copy_are_valid() {
     )
     .unwrap();
     assert!(cluster.scheduler.is_some_and(|s| s.starts_with("df://")));
+    let james: blobgc::job::JobArgs = blobgc::options::read_job_file(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/james-postgres.toml"),
+    )
+    .unwrap();
+    assert_eq!(james.james.sources().unwrap().len(), 3);
 }
