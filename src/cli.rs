@@ -58,6 +58,14 @@ enum Command {
     },
     /// Execute a plan's deletion batches, or resume an interrupted sweep.
     Sweep(SweepArgs),
+    /// Write a job's reference sources (database tables included) as Parquet, with a manifest.
+    Export {
+        #[command(flatten)]
+        job: JobArgs,
+        /// The directory to write (a path or URL): OUT/NAME/ per source, OUT/manifest.json.
+        #[arg(long, value_name = "DIR")]
+        out: String,
+    },
     /// One iteration of ADR 39's incremental GC, from a Deletions and a References table.
     Incremental(IncrementalArgs),
     /// JMAP upload expiry: delete uploads past their TTL or over their user's quota.
@@ -288,6 +296,11 @@ async fn dispatch(command: Command) -> Result<(Printed, Option<PathBuf>)> {
             let store = Location::parse(&args.store, "--store", &args.s3)?;
             let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
             Ok((Printed::of(&report), args.report))
+        }
+        Command::Export { job, out } => {
+            let (sources, s3) = job.sources()?;
+            let report = crate::export::export(&sources, &out, &s3).await?;
+            Ok((Printed::of(&report), job.report))
         }
         Command::Unlock(args) => {
             let root = PlanRoot::parse(&args.plan_root, &args.s3)?;

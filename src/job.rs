@@ -399,9 +399,7 @@ impl JobArgs {
             Some(t) => parse_now(t)?,
             None => clock(),
         };
-        let mut references = o.james.sources()?;
-        references.extend(self.references(o.references.clone())?);
-        let mut job = Job::new(store, references, now);
+        let mut job = Job::new(store, self.sources_of(&o)?, now);
         job.check_clock = o.now.is_none();
         if let Some(skew) = &o.max_clock_skew {
             job.max_clock_skew_seconds =
@@ -442,6 +440,26 @@ impl JobArgs {
         job.scheduler = o.scheduler;
         job.validate()?;
         Ok(job)
+    }
+
+    /// The reference sources of these flags over the job file, and its S3 options: what
+    /// `blobgc export` reads (no store needed).
+    pub fn sources(&self) -> Result<(Vec<SourceSpec>, S3Options)> {
+        let o = with_job_file(self, self.job.as_deref())?;
+        let sources = self.sources_of(&o)?;
+        if sources.is_empty() {
+            return Err(Error::usage(
+                "no reference source given (--refs, --james-postgres or the job file)",
+            ));
+        }
+        Ok((sources, o.s3))
+    }
+
+    /// James's tables (`o.james`), then the other sources.
+    fn sources_of(&self, o: &JobArgs) -> Result<Vec<SourceSpec>> {
+        let mut sources = o.james.sources()?;
+        sources.extend(self.references(o.references.clone())?);
+        Ok(sources)
     }
 
     /// The sources of the `--refs` flags, else the job file's `file`, with `--allow-empty`.

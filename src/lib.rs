@@ -24,6 +24,7 @@ pub mod breakers;
 pub mod cli;
 pub(crate) mod cluster;
 pub mod error;
+pub mod export;
 pub mod filter;
 mod frame;
 pub(crate) mod functions;

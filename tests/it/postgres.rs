@@ -172,7 +172,7 @@ fn blobs_referenced_by_james_tables_in_postgres_are_kept_and_orphans_go() {
 }
 
 #[test]
-fn a_role_that_row_level_security_limits_stops_the_run() {
+fn a_role_that_row_level_security_limits_stops_the_run_and_one_that_bypasses_it_runs() {
     let pg = Postgres::start();
     let f = Fixture::new();
     let (mine, theirs) = (id(557, "mine"), id(557, "theirs"));
@@ -183,7 +183,9 @@ fn a_role_that_row_level_security_limits_stops_the_run() {
          ALTER TABLE message ENABLE ROW LEVEL SECURITY;
          CREATE POLICY one_domain ON message USING (domain = 'a.org');
          CREATE ROLE reader LOGIN;
-         GRANT SELECT ON message TO reader;"
+         GRANT SELECT ON message TO reader;
+         CREATE ROLE gc LOGIN BYPASSRLS;
+         GRANT SELECT ON message TO gc;"
     ));
     let refs = format!("messages={}#body_blob_id", pg.url("reader", "message"));
 
@@ -194,7 +196,16 @@ fn a_role_that_row_level_security_limits_stops_the_run() {
         "{}",
         out.stderr
     );
-    assert_eq!(f.left(), BTreeSet::from([mine, theirs]), "nothing deleted");
+    assert_eq!(
+        f.left(),
+        BTreeSet::from([mine.clone(), theirs.clone()]),
+        "nothing deleted"
+    );
+
+    let refs = format!("messages={}#body_blob_id", pg.url("gc", "message"));
+    let out = f.run(T2, &["--refs", &refs]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(f.left(), BTreeSet::from([mine, theirs]), "both rows seen");
 }
 
 #[test]
@@ -380,4 +391,60 @@ fn a_server_stopped_during_the_run_fails_it_and_deletes_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(f.left(), BTreeSet::from([orphan]));
+}
+
+#[test]
+fn an_export_of_the_james_tables_collects_what_reading_them_live_collects() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let (body, attached, orphan) = (id(557, "body"), id(557, "attached"), id(557, "orphan"));
+    f.blobs(&[&body, &attached, &orphan]);
+    pg.sql(&format!(
+        "CREATE TABLE message (body_blob_id varchar NOT NULL);
+         INSERT INTO message VALUES {};
+         CREATE TABLE attachment (blob_id varchar);
+         INSERT INTO attachment VALUES {}, (NULL);
+         CREATE TABLE mail_repository_content (header_blob_id varchar, body_blob_id varchar);",
+        values(&[&body]),
+        values(&[&attached])
+    ));
+    let james = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port);
+    let out_dir = f.path("export");
+    let exported = f.blobgc(&[
+        "export",
+        "--james-postgres",
+        &james,
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(exported.code, 0, "{}", exported.stderr);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("manifest.json")).unwrap()).unwrap();
+    let rows: Vec<(String, u64, u64)> = manifest["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert!(s["snapshot"].is_string(), "{s}");
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["rows"].as_u64().unwrap(),
+                s["ids"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("james-messages".into(), 1, 1),
+            ("james-attachments".into(), 2, 2),
+            ("james-mailrepository".into(), 0, 0),
+        ]
+    );
+
+    let refs = |name: &str| format!("{name}={}", out_dir.join(name).display());
+    let (m, a) = (refs("james-messages"), refs("james-attachments"));
+    let out = f.run(T2, &["--refs", &m, "--refs", &a]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(f.left(), BTreeSet::from([body, attached]));
 }
