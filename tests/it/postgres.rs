@@ -127,12 +127,18 @@ fn values(ids: &[&str]) -> String {
         .join(", ")
 }
 
+/// Three old blobs in `f`'s store: a message body, an attachment and an orphan; the first two.
+fn a_body_an_attachment_and_an_orphan(f: &Fixture) -> (String, String) {
+    let (body, attached, orphan) = (id(557, "body"), id(557, "attached"), id(557, "orphan"));
+    f.blobs(&[&body, &attached, &orphan]);
+    (body, attached)
+}
+
 #[test]
 fn blobs_referenced_by_james_tables_in_postgres_are_kept_and_orphans_go() {
     let pg = Postgres::start();
     let f = Fixture::new();
-    let (body, attached, orphan) = (id(557, "body"), id(557, "attached"), id(557, "orphan"));
-    f.blobs(&[&body, &attached, &orphan]);
+    let (body, attached) = a_body_an_attachment_and_an_orphan(&f);
     pg.sql(&format!(
         "CREATE TABLE message (id serial PRIMARY KEY, body_blob_id varchar NOT NULL);
          INSERT INTO message (body_blob_id) VALUES {};
@@ -237,8 +243,7 @@ fn a_missing_column_or_an_empty_table_deletes_nothing() {
 fn the_james_preset_reads_james_tables_and_an_empty_mail_repository_is_normal() {
     let pg = Postgres::start();
     let f = Fixture::new();
-    let (body, attached, orphan) = (id(557, "body"), id(557, "attached"), id(557, "orphan"));
-    f.blobs(&[&body, &attached, &orphan]);
+    let (body, attached) = a_body_an_attachment_and_an_orphan(&f);
     // James's schema, reduced to the columns its GC reads.
     pg.sql(&format!(
         "CREATE TABLE message (message_id uuid, body_blob_id varchar(200) NOT NULL);
@@ -397,8 +402,7 @@ fn a_server_stopped_during_the_run_fails_it_and_deletes_nothing() {
 fn an_export_of_the_james_tables_collects_what_reading_them_live_collects() {
     let pg = Postgres::start();
     let f = Fixture::new();
-    let (body, attached, orphan) = (id(557, "body"), id(557, "attached"), id(557, "orphan"));
-    f.blobs(&[&body, &attached, &orphan]);
+    let (body, attached) = a_body_an_attachment_and_an_orphan(&f);
     pg.sql(&format!(
         "CREATE TABLE message (body_blob_id varchar NOT NULL);
          INSERT INTO message VALUES {};
