@@ -1,6 +1,7 @@
 //! Reference sources read straight from PostgreSQL: `postgresql://USER@HOST:PORT/DB?table=T`
-//! with the id columns after `#`, as for any source. The password comes from `PGPASSWORD`,
-//! never from the URL, which is printed in reports and errors.
+//! with the id columns after `#`, as for any source. The password comes from `PGPASSWORD` or
+//! the password file, as libpq reads them, never from the URL, which is printed in reports and
+//! errors.
 //!
 //! **The danger:** a database can hide rows from the reader, and a table read at two moments
 //! can disagree with itself; either makes live blobs look like garbage. So every PostgreSQL
@@ -142,25 +143,93 @@ fn parse(url: &str, what: &str) -> Result<Source> {
         parsed.query_pairs_mut().extend_pairs(rest);
     }
     let mut config: Config = parsed.as_str().parse().map_err(|e| bad(format!("{e}")))?;
-    if let Ok(password) = std::env::var("PGPASSWORD") {
-        config.password(password);
-    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
     config.keepalives(true).keepalives_idle(KEEPALIVE_IDLE);
-    let database = format!(
-        "{}@{}:{}/{}",
-        parsed.username(),
-        parsed.host_str().unwrap_or(""),
-        parsed.port().unwrap_or(5432),
-        parsed.path().trim_start_matches('/')
-    );
+    let key = PassKey {
+        host: parsed.host_str().unwrap_or("localhost").to_string(),
+        port: parsed.port().unwrap_or(5432).to_string(),
+        database: parsed.path().trim_start_matches('/').to_string(),
+        user: parsed.username().to_string(),
+    };
+    if let Some(password) = password(&key) {
+        config.password(password);
+    }
+    let database = format!("{}@{}:{}/{}", key.user, key.host, key.port, key.database);
     Ok(Source {
         config,
         table,
         database,
     })
+}
+
+/// What a password is looked up by, as libpq does: the URL's host, port, database and user.
+struct PassKey {
+    host: String,
+    port: String,
+    database: String,
+    user: String,
+}
+
+/// The password for `key`: `PGPASSWORD`, else the first matching line of the password file
+/// (`PGPASSFILE`, default `~/.pgpass`), which libpq's rules make unreadable to others.
+fn password(key: &PassKey) -> Option<String> {
+    if let Ok(password) = std::env::var("PGPASSWORD") {
+        return Some(password);
+    }
+    let path = std::env::var_os("PGPASSFILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|h| h.join(".pgpass")))?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).ok()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "password file {} is readable by others (mode {:o}): ignored, as libpq does",
+                path.display(),
+                mode & 0o777
+            );
+            return None;
+        }
+    }
+    pgpass_lookup(&text, key)
+}
+
+/// The password of the first line of a pgpass file (`host:port:database:user:password`, `*`
+/// matching anything, `\:` and `\\` escaped) that matches `key`.
+fn pgpass_lookup(text: &str, key: &PassKey) -> Option<String> {
+    let wanted = [&key.host, &key.port, &key.database, &key.user];
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let fields = pgpass_fields(line);
+            let [host, port, database, user, password] = fields.as_slice() else {
+                return None;
+            };
+            [host, port, database, user]
+                .iter()
+                .zip(wanted)
+                .all(|(field, want)| *field == "*" || *field == want)
+                .then(|| password.clone())
+        })
+}
+
+/// A pgpass line split at its unescaped colons, escapes removed.
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let (mut fields, mut field) = (Vec::new(), String::new());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => field.extend(chars.next()),
+            ':' => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
 }
 
 /// A table name as SQL: each dotted part quoted.
@@ -491,4 +560,58 @@ fn finish(schema: &SchemaRef, builders: &mut [StringBuilder]) -> Result<RecordBa
         .map(|b| Arc::new(b.finish()) as ArrayRef)
         .collect();
     Ok(RecordBatch::try_new(Arc::clone(schema), arrays)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(host: &str, user: &str) -> PassKey {
+        PassKey {
+            host: host.into(),
+            port: "5432".into(),
+            database: "james".into(),
+            user: user.into(),
+        }
+    }
+
+    #[test]
+    fn the_first_matching_pgpass_line_gives_the_password() {
+        let text = "# comment\n\
+                    db:5432:james:other:no\n\
+                    db:*:james:gc:se\\:cret\\\\\n\
+                    *:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_lookup(text, &key("db", "gc")).as_deref(),
+            Some("se:cret\\")
+        );
+        assert_eq!(
+            pgpass_lookup(text, &key("db", "x")).as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(pgpass_lookup("db:5432:james:gc\n", &key("db", "gc")), None);
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_and_the_table_is_required() {
+        for url in [
+            "postgresql://gc:secret@db:5432/james?table=message",
+            "postgresql://gc@db:5432/james",
+        ] {
+            assert_eq!(
+                parse(url, "source").err().map(|e| e.exit_code()),
+                Some(2),
+                "{url}"
+            );
+        }
+        let s = parse(
+            "postgresql://gc@db/james?table=public.message&sslmode=disable",
+            "s",
+        )
+        .unwrap();
+        assert_eq!(
+            (s.table.as_str(), s.database.as_str()),
+            ("public.message", "gc@db:5432/james")
+        );
+    }
 }
