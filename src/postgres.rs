@@ -52,8 +52,8 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 )]
 #[serde(deny_unknown_fields)]
 pub struct JamesOptions {
-    /// James's PostgreSQL database (postgresql://USER@HOST:PORT/DB): its message, attachment
-    /// and mail repository tables become reference sources.
+    /// James's PostgreSQL database (postgresql://USER@HOST:PORT/DB): read for its message,
+    /// attachment and mail repository tables (run, plan, export) or its uploads (uploads).
     #[arg(long = "james-postgres", value_name = "URL")]
     pub postgres: Option<String>,
 }
@@ -72,10 +72,34 @@ const JAMES_TABLES: [(&str, &str, &[&str], bool); 3] = [
 ];
 
 impl JamesOptions {
+    /// The URL of James's uploads table, if a database is given.
+    pub fn uploads(&self) -> Result<Option<String>> {
+        let Some(base) = self.database()? else {
+            return Ok(None);
+        };
+        Ok(Some(with_table(&base, "uploads")))
+    }
+
     /// The reference sources of James's database, if one is given.
     pub fn sources(&self) -> Result<Vec<SourceSpec>> {
-        let Some(url) = &self.postgres else {
+        let Some(base) = self.database()? else {
             return Ok(Vec::new());
+        };
+        Ok(JAMES_TABLES
+            .iter()
+            .map(|(name, table, columns, allow_empty)| SourceSpec {
+                name: name.to_string(),
+                url: with_table(&base, table),
+                columns: columns.iter().map(|c| c.to_string()).collect(),
+                allow_empty: *allow_empty,
+            })
+            .collect())
+    }
+
+    /// James's database URL, checked.
+    fn database(&self) -> Result<Option<url::Url>> {
+        let Some(url) = &self.postgres else {
+            return Ok(None);
         };
         let base = url::Url::parse(url)
             .ok()
@@ -90,20 +114,15 @@ impl JamesOptions {
                 "--james-postgres {url:?}: names James's database, not a table"
             )));
         }
-        Ok(JAMES_TABLES
-            .iter()
-            .map(|(name, table, columns, allow_empty)| {
-                let mut url = base.clone();
-                url.query_pairs_mut().append_pair("table", table);
-                SourceSpec {
-                    name: name.to_string(),
-                    url: url.to_string(),
-                    columns: columns.iter().map(|c| c.to_string()).collect(),
-                    allow_empty: *allow_empty,
-                }
-            })
-            .collect())
+        Ok(Some(base))
     }
+}
+
+/// `base` naming `table`.
+fn with_table(base: &url::Url, table: &str) -> String {
+    let mut url = base.clone();
+    url.query_pairs_mut().append_pair("table", table);
+    url.to_string()
 }
 
 /// Whether a source's URL names a PostgreSQL table.
@@ -252,7 +271,9 @@ async fn connect(config: &Config, what: &str) -> Result<Client> {
         }
     });
     client
-        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        .batch_execute(&format!(
+            "SET lock_timeout = '{LOCK_TIMEOUT}'; SET TimeZone = 'UTC'"
+        ))
         .await
         .map_err(failed(what))?;
     Ok(client)
@@ -298,6 +319,49 @@ impl Snapshot {
     }
 }
 
+/// A column of a table as it is read: `select`, as text, named `name`; `id` when it holds blob
+/// ids (and must be text).
+pub struct Read {
+    column: String,
+    name: String,
+    select: String,
+    id: bool,
+}
+
+impl Read {
+    fn id(column: &str) -> Read {
+        Read {
+            column: column.to_string(),
+            name: column.to_string(),
+            select: format!("{}::text", quoted(column)),
+            id: true,
+        }
+    }
+
+    fn renamed(column: &str, name: &str) -> Read {
+        Read {
+            name: name.to_string(),
+            id: false,
+            ..Read::id(column)
+        }
+    }
+}
+
+/// James's `uploads` table read as blobgc's uploads table (`upload_id`, `user`, `blob_id`,
+/// `size`, `uploaded_at`); its `upload_date` as UTC (each connection's time zone is UTC).
+pub fn james_uploads() -> Vec<Read> {
+    vec![
+        Read::renamed("id", "upload_id"),
+        Read::renamed("user_name", "user"),
+        Read::id("blob_id"),
+        Read::renamed("size", "size"),
+        Read {
+            select: "to_char(\"upload_date\", 'YYYY-MM-DD\"T\"HH24:MI:SS.US')".into(),
+            ..Read::renamed("upload_date", "uploaded_at")
+        },
+    ]
+}
+
 /// The snapshots of one run, a database each.
 #[derive(Default)]
 pub struct Snapshots(HashMap<String, Arc<Snapshot>>);
@@ -311,13 +375,26 @@ pub struct Opened {
 }
 
 impl Snapshots {
-    /// Checks the table of `url` in the run's snapshot of its database (taken on first use):
-    /// it exists, has `columns` as text, and hides no row from this role.
+    /// The blob id `columns` of the table of `url`, checked in the run's snapshot of its
+    /// database (taken on first use): the table exists, holds them as text, and hides no row
+    /// from this role.
     pub async fn open(
         &mut self,
         ctx: &SessionContext,
         url: &str,
         columns: &[String],
+        what: &str,
+    ) -> Result<Opened> {
+        let read: Vec<Read> = columns.iter().map(|c| Read::id(c)).collect();
+        self.open_as(ctx, url, &read, what).await
+    }
+
+    /// The table of `url` read as `columns`, checked as [`Self::open`] checks it.
+    pub async fn open_as(
+        &mut self,
+        ctx: &SessionContext,
+        url: &str,
+        columns: &[Read],
         what: &str,
     ) -> Result<Opened> {
         let source = parse(url, what)?;
@@ -341,13 +418,10 @@ impl Snapshots {
         let schema = Arc::new(Schema::new(
             columns
                 .iter()
-                .map(|c| Field::new(c, DataType::Utf8, true))
+                .map(|c| Field::new(&c.name, DataType::Utf8, true))
                 .collect::<Vec<_>>(),
         ));
-        let as_text: Vec<String> = columns
-            .iter()
-            .map(|c| format!("{}::text", quoted(c)))
-            .collect();
+        let as_text: Vec<&str> = columns.iter().map(|c| c.select.as_str()).collect();
         let partitions = ctx.copied_config().target_partitions();
         let scans: Vec<Arc<dyn PartitionStream>> =
             page_ranges(&snapshot.client, &table, partitions, what)
@@ -375,7 +449,7 @@ impl Snapshots {
 }
 
 /// The table exists and holds each of `columns` as text.
-async fn check_columns(client: &Client, table: &str, columns: &[String], what: &str) -> Result<()> {
+async fn check_columns(client: &Client, table: &str, columns: &[Read], what: &str) -> Result<()> {
     let exists: bool = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
         .await
@@ -393,7 +467,7 @@ async fn check_columns(client: &Client, table: &str, columns: &[String], what: &
         .await
         .map_err(failed(what))?;
     let have: HashMap<String, String> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    for column in columns {
+    for Read { column, id, .. } in columns {
         let Some(kind) = have.get(column) else {
             let mut names: Vec<_> = have.keys().map(String::as_str).collect();
             names.sort();
@@ -402,7 +476,7 @@ async fn check_columns(client: &Client, table: &str, columns: &[String], what: &
                 names.join(", ")
             )));
         };
-        if !(kind == "text" || kind.starts_with("character")) {
+        if *id && !(kind == "text" || kind.starts_with("character")) {
             return Err(Error::usage(format!(
                 "{what}: column {column:?} is {kind}, blob ids must be text"
             )));

@@ -18,6 +18,7 @@ use crate::guards;
 use crate::listing::{BLOB_ID, SIZE};
 use crate::outcome::{Outcome, Status};
 use crate::plan_dir::PlanDir;
+use crate::postgres;
 use crate::progress::Progress;
 use crate::references::{self, SourceSpec};
 use crate::store::{Location, S3Options};
@@ -266,7 +267,15 @@ fn candidates<'a>(
 async fn read_uploads(url: &str, s3: &S3Options) -> Result<Vec<Upload>> {
     let ctx = crate::session::local(1, s3)?;
     let what = format!("uploads table ({url})");
-    let df = references::read_table(&ctx, url, &what).await?;
+    let df = match postgres::is_url(url) {
+        true => {
+            let james = postgres::james_uploads();
+            let mut snapshots = postgres::Snapshots::default();
+            let opened = snapshots.open_as(&ctx, url, &james, &what).await?;
+            opened.table
+        }
+        false => references::read_table(&ctx, url, &what).await?,
+    };
     for column in [UPLOAD_ID, USER, BLOB_ID, SIZE, UPLOADED_AT] {
         references::field(&df, column, &what)?;
     }
@@ -360,7 +369,8 @@ pub struct UploadsArgs {
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub job: Option<std::path::PathBuf>,
-    /// The uploads table (upload_id, user, blob_id, size, uploaded_at).
+    /// The uploads table (upload_id, user, blob_id, size, uploaded_at); a PostgreSQL table is
+    /// James's (id, user_name, blob_id, size, upload_date).
     #[arg(long, value_name = "URL")]
     pub uploads: Option<String>,
     /// The uploads store: the key of an upload's content is its blob_id.
@@ -395,6 +405,9 @@ pub struct UploadsArgs {
     #[command(flatten)]
     #[serde(default)]
     pub s3: crate::store::S3Options,
+    #[command(flatten)]
+    #[serde(default)]
+    pub james: crate::postgres::JamesOptions,
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<std::path::PathBuf>,
@@ -413,7 +426,14 @@ impl UploadsArgs {
         };
         let job = UploadsJob {
             run_id: crate::summary::new_run_id(),
-            uploads: need(o.uploads, "--uploads")?,
+            uploads: match (o.uploads, o.james.uploads()?) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::usage(
+                        "--uploads and --james-postgres both name the uploads table: give one",
+                    ));
+                }
+                (given, james) => need(given.or(james), "--uploads (or --james-postgres)")?,
+            },
             store: need(o.store, "--store")?,
             now: match o.now {
                 Some(t) => crate::job::parse_now(&t)?,

@@ -3,6 +3,7 @@
 //! installs it).
 
 use crate::support::*;
+use arrow::array::AsArray;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -451,4 +452,54 @@ fn an_export_of_the_james_tables_collects_what_reading_them_live_collects() {
     let out = f.run(T2, &["--refs", &m, "--refs", &a]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(f.left(), BTreeSet::from([body, attached]));
+}
+
+#[test]
+fn james_uploads_past_their_ttl_are_deleted_from_its_uploads_table() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let (old, fresh) = ("old-upload-blob", "fresh-upload-blob");
+    f.blobs(&[old, fresh]);
+    // James's uploads table; upload_date is a UTC timestamp without a zone.
+    pg.sql(&format!(
+        "CREATE TABLE uploads (id uuid PRIMARY KEY, content_type varchar, size bigint,
+                               blob_id varchar, user_name varchar, upload_date timestamp);
+         INSERT INTO uploads VALUES
+           ('00000000-0000-0000-0000-000000000001', 'text/plain', 10, '{old}', 'bob',
+            '2026-11-10 12:00:00'),
+           ('00000000-0000-0000-0000-000000000002', 'text/plain', 20, '{fresh}', 'bob',
+            '2026-11-22 11:00:00');"
+    ));
+    let james = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port);
+    let store = f.store_url();
+    let expired = f.path("expired.parquet").display().to_string();
+    let out = f.blobgc(&[
+        "uploads",
+        "--james-postgres",
+        &james,
+        "--store",
+        &store,
+        "--now",
+        "2026-11-22T12:00:00Z",
+        "--expired-out",
+        &expired,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        f.left(),
+        BTreeSet::from([fresh.to_string()]),
+        "7 days: the old one goes"
+    );
+    let ids: Vec<String> = read_batches(std::path::Path::new(&expired))
+        .iter()
+        .flat_map(|b| {
+            let ids = b.column_by_name("upload_id").unwrap();
+            let ids = arrow::compute::cast(ids, &arrow::datatypes::DataType::Utf8).unwrap();
+            ids.as_string::<i32>()
+                .iter()
+                .map(|s| s.unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ids, ["00000000-0000-0000-0000-000000000001"]);
 }
