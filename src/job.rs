@@ -457,7 +457,7 @@ impl JobArgs {
 
     /// James's tables (`o.james`), then the other sources.
     fn sources_of(&self, o: &JobArgs) -> Result<Vec<SourceSpec>> {
-        let mut sources = o.james.sources()?;
+        let mut sources: Vec<SourceSpec> = o.james.tables()?.into_iter().map(Into::into).collect();
         sources.extend(self.references(o.references.clone())?);
         Ok(sources)
     }

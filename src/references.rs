@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::listing::BLOB_ID;
-use crate::postgres::{self, Snapshots};
+use crate::postgres::{self, JamesTable, Snapshots};
 use crate::store::Location;
 use arrow::datatypes::{DataType, Field};
 use datafusion::common::Column;
@@ -75,6 +75,17 @@ impl SourceSpec {
             )));
         }
         Ok(())
+    }
+}
+
+impl From<JamesTable> for SourceSpec {
+    fn from(t: JamesTable) -> SourceSpec {
+        SourceSpec {
+            name: t.name.to_string(),
+            url: t.url,
+            columns: t.columns.iter().map(|c| c.to_string()).collect(),
+            allow_empty: t.allow_empty,
+        }
     }
 }
 

@@ -212,5 +212,5 @@ fn the_gc_job_files_users_copy_are_valid() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/james-postgres.toml"),
     )
     .unwrap();
-    assert_eq!(james.james.sources().unwrap().len(), 3);
+    assert_eq!(james.james.tables().unwrap().len(), 3);
 }

@@ -14,7 +14,6 @@
 //! memory.
 
 use crate::error::{Error, Result};
-use crate::references::SourceSpec;
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
@@ -32,6 +31,12 @@ use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, NoTls};
 
+mod james;
+mod pgpass;
+
+pub use james::{JamesOptions, JamesTable, james_uploads};
+use pgpass::{PassKey, password};
+
 /// Rows per batch read from a table.
 const BATCH_ROWS: usize = 8192;
 
@@ -43,87 +48,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// no read waits forever.
 const LOCK_TIMEOUT: &str = "1min";
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
-
-/// Apache James on PostgreSQL (its `postgres` app): the database whose tables hold every blob
-/// id its GC reads. Headers are inline there (no header blob), the mail queue is not in the
-/// database, and JMAP uploads expire on their own (`blobgc uploads`).
-#[derive(
-    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args,
-)]
-#[serde(deny_unknown_fields)]
-pub struct JamesOptions {
-    /// James's PostgreSQL database (postgresql://USER@HOST:PORT/DB): read for its message,
-    /// attachment and mail repository tables (run, plan, export) or its uploads (uploads).
-    #[arg(long = "james-postgres", value_name = "URL")]
-    pub postgres: Option<String>,
-}
-
-/// James's tables that reference blobs, their id columns, and whether they may be empty (a
-/// mail repository holds only mail that failed).
-const JAMES_TABLES: [(&str, &str, &[&str], bool); 3] = [
-    ("james-messages", "message", &["body_blob_id"], false),
-    ("james-attachments", "attachment", &["blob_id"], false),
-    (
-        "james-mailrepository",
-        "mail_repository_content",
-        &["header_blob_id", "body_blob_id"],
-        true,
-    ),
-];
-
-impl JamesOptions {
-    /// The URL of James's uploads table, if a database is given.
-    pub fn uploads(&self) -> Result<Option<String>> {
-        let Some(base) = self.database()? else {
-            return Ok(None);
-        };
-        Ok(Some(with_table(&base, "uploads")))
-    }
-
-    /// The reference sources of James's database, if one is given.
-    pub fn sources(&self) -> Result<Vec<SourceSpec>> {
-        let Some(base) = self.database()? else {
-            return Ok(Vec::new());
-        };
-        Ok(JAMES_TABLES
-            .iter()
-            .map(|(name, table, columns, allow_empty)| SourceSpec {
-                name: name.to_string(),
-                url: with_table(&base, table),
-                columns: columns.iter().map(|c| c.to_string()).collect(),
-                allow_empty: *allow_empty,
-            })
-            .collect())
-    }
-
-    /// James's database URL, checked.
-    fn database(&self) -> Result<Option<url::Url>> {
-        let Some(url) = &self.postgres else {
-            return Ok(None);
-        };
-        let base = url::Url::parse(url)
-            .ok()
-            .filter(|u| is_url(u.as_str()))
-            .ok_or_else(|| {
-                Error::usage(format!(
-                    "--james-postgres {url:?}: expected postgresql://USER@HOST:PORT/DB"
-                ))
-            })?;
-        if base.query_pairs().any(|(k, _)| k == "table") {
-            return Err(Error::usage(format!(
-                "--james-postgres {url:?}: names James's database, not a table"
-            )));
-        }
-        Ok(Some(base))
-    }
-}
-
-/// `base` naming `table`.
-fn with_table(base: &url::Url, table: &str) -> String {
-    let mut url = base.clone();
-    url.query_pairs_mut().append_pair("table", table);
-    url.to_string()
-}
 
 /// Whether a source's URL names a PostgreSQL table.
 pub fn is_url(url: &str) -> bool {
@@ -181,74 +105,6 @@ fn parse(url: &str, what: &str) -> Result<Source> {
         table,
         database,
     })
-}
-
-/// What a password is looked up by, as libpq does: the URL's host, port, database and user.
-struct PassKey {
-    host: String,
-    port: String,
-    database: String,
-    user: String,
-}
-
-/// The password for `key`: `PGPASSWORD`, else the first matching line of the password file
-/// (`PGPASSFILE`, default `~/.pgpass`), which libpq's rules make unreadable to others.
-fn password(key: &PassKey) -> Option<String> {
-    if let Ok(password) = std::env::var("PGPASSWORD") {
-        return Some(password);
-    }
-    let path = std::env::var_os("PGPASSFILE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::home_dir().map(|h| h.join(".pgpass")))?;
-    let text = std::fs::read_to_string(&path).ok()?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&path).ok()?.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                "password file {} is readable by others (mode {:o}): ignored, as libpq does",
-                path.display(),
-                mode & 0o777
-            );
-            return None;
-        }
-    }
-    pgpass_lookup(&text, key)
-}
-
-/// The password of the first line of a pgpass file (`host:port:database:user:password`, `*`
-/// matching anything, `\:` and `\\` escaped) that matches `key`.
-fn pgpass_lookup(text: &str, key: &PassKey) -> Option<String> {
-    let wanted = [&key.host, &key.port, &key.database, &key.user];
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let fields = pgpass_fields(line);
-            let [host, port, database, user, password] = fields.as_slice() else {
-                return None;
-            };
-            [host, port, database, user]
-                .iter()
-                .zip(wanted)
-                .all(|(field, want)| *field == "*" || *field == want)
-                .then(|| password.clone())
-        })
-}
-
-/// A pgpass line split at its unescaped colons, escapes removed.
-fn pgpass_fields(line: &str) -> Vec<String> {
-    let (mut fields, mut field) = (Vec::new(), String::new());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => field.extend(chars.next()),
-            ':' => fields.push(std::mem::take(&mut field)),
-            c => field.push(c),
-        }
-    }
-    fields.push(field);
-    fields
 }
 
 /// A table name as SQL: each dotted part quoted.
@@ -345,21 +201,6 @@ impl Read {
             ..Read::id(column)
         }
     }
-}
-
-/// James's `uploads` table read as blobgc's uploads table (`upload_id`, `user`, `blob_id`,
-/// `size`, `uploaded_at`); its `upload_date` as UTC (each connection's time zone is UTC).
-pub fn james_uploads() -> Vec<Read> {
-    vec![
-        Read::renamed("id", "upload_id"),
-        Read::renamed("user_name", "user"),
-        Read::id("blob_id"),
-        Read::renamed("size", "size"),
-        Read {
-            select: "to_char(\"upload_date\", 'YYYY-MM-DD\"T\"HH24:MI:SS.US')".into(),
-            ..Read::renamed("upload_date", "uploaded_at")
-        },
-    ]
 }
 
 /// The snapshots of one run, a database each.
@@ -639,32 +480,6 @@ fn finish(schema: &SchemaRef, builders: &mut [StringBuilder]) -> Result<RecordBa
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(host: &str, user: &str) -> PassKey {
-        PassKey {
-            host: host.into(),
-            port: "5432".into(),
-            database: "james".into(),
-            user: user.into(),
-        }
-    }
-
-    #[test]
-    fn the_first_matching_pgpass_line_gives_the_password() {
-        let text = "# comment\n\
-                    db:5432:james:other:no\n\
-                    db:*:james:gc:se\\:cret\\\\\n\
-                    *:*:*:*:fallback\n";
-        assert_eq!(
-            pgpass_lookup(text, &key("db", "gc")).as_deref(),
-            Some("se:cret\\")
-        );
-        assert_eq!(
-            pgpass_lookup(text, &key("db", "x")).as_deref(),
-            Some("fallback")
-        );
-        assert_eq!(pgpass_lookup("db:5432:james:gc\n", &key("db", "gc")), None);
-    }
 
     #[test]
     fn a_password_in_the_url_is_refused_and_the_table_is_required() {
