@@ -53,7 +53,8 @@ pub struct ExecutorArgs {
     pub external_host: Option<String>,
     #[arg(long, default_value = "df://127.0.0.1:50050", value_name = "URL")]
     pub scheduler: String,
-    /// Directory for shuffle files (default: a temporary directory).
+    /// Directory for shuffle files (default: a temporary directory, removed when the executor
+    /// stops on SIGTERM or Ctrl-C).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<String>,
     /// Tasks run at once (default: the number of cores).
@@ -121,6 +122,21 @@ pub async fn executor(args: ExecutorArgs) -> Result<()> {
                 args.scheduler
             ))
         })?;
+    // Without --work-dir, Ballista names a temporary directory it drops at once and never
+    // removes: every stopped executor left its shuffle files behind (gigabytes a large run).
+    // This one is removed when the executor stops on a signal.
+    let temporary = match &args.work_dir {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("blobgc-executor-")
+                .tempdir()
+                .map_err(|e| Error::runtime(format!("executor: a work directory: {e}")))?,
+        ),
+    };
+    let work_dir = args
+        .work_dir
+        .or_else(|| temporary.as_ref().map(|t| t.path().display().to_string()));
     let mut config = ExecutorProcessConfig {
         bind_host: args.bind.clone(),
         external_host: args.external_host.or(Some(args.bind)),
@@ -129,7 +145,7 @@ pub async fn executor(args: ExecutorArgs) -> Result<()> {
         scheduler_host: scheduler.0,
         scheduler_port: scheduler.1,
         scheduler_connect_timeout_seconds: args.scheduler_connect_timeout_seconds,
-        work_dir: args.work_dir,
+        work_dir,
         grpc_max_decoding_message_size: args.grpc_max_message_size,
         grpc_max_encoding_message_size: args.grpc_max_message_size,
         executor_heartbeat_interval_seconds: args.heartbeat_interval_seconds,
@@ -144,7 +160,9 @@ pub async fn executor(args: ExecutorArgs) -> Result<()> {
         }
         config.vcores = n;
     }
-    start_executor_process(Arc::new(config))
+    let stopped = start_executor_process(Arc::new(config))
         .await
-        .map_err(|e| Error::runtime(format!("executor: {e}")))
+        .map_err(|e| Error::runtime(format!("executor: {e}")));
+    drop(temporary);
+    stopped
 }

@@ -499,3 +499,51 @@ fn a_job_that_makes_no_progress_is_cancelled_and_the_run_fails() {
     assert_eq!(f.left(), blobs.iter().cloned().collect::<BTreeSet<_>>());
     assert!(read(&cluster.log("scheduler")).contains("no task progress for 5s"));
 }
+
+#[test]
+fn an_executor_stopped_by_sigterm_removes_its_temporary_work_dir() {
+    let f = Fixture::new();
+    let (blobs, _, refs) = inputs(&f);
+    f.blobs(&blobs);
+    let tmp = f.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let port = free_port();
+    let mut scheduler = spawn(
+        &["scheduler".into(), "--port".into(), port.to_string()],
+        &f.path("scheduler.log"),
+    );
+    let log = f.path("executor.log");
+    let mut executor = Command::new(env!("CARGO_BIN_EXE_blobgc"))
+        .args(["executor", "--scheduler", &format!("df://127.0.0.1:{port}")])
+        .args(["--port", &free_port().to_string()])
+        .args(["--grpc-port", &free_port().to_string()])
+        .env("TMPDIR", &tmp)
+        .env("RUST_LOG", "info")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("executor registration", Duration::from_secs(60), || {
+        read(&log).contains("Executor registration succeed")
+    });
+    let plan = f.path("plan").display().to_string();
+    let url = format!("df://127.0.0.1:{port}");
+    let mut args = gc_args(&refs, &plan);
+    args.extend(["--scheduler", url.as_str()]);
+    let out = f.run(T2, &args);
+    let shuffled = std::fs::read_dir(&tmp).unwrap().count();
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &executor.id().to_string()])
+        .status();
+    let stopped = executor.wait().unwrap();
+    let _ = scheduler.kill();
+    let _ = scheduler.wait();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(shuffled, 1, "the executor worked in TMPDIR");
+    assert!(stopped.success(), "{stopped:?}\n{}", read(&log));
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "left behind in TMPDIR"
+    );
+}
