@@ -126,7 +126,7 @@ pub async fn run(
         sources: vec![SourceSummary {
             spec,
             rows: refs.rows,
-            snapshot: refs.snapshot.clone(),
+            snapshot: refs.snapshot,
         }],
         counts: PlanCounts {
             reference_count: refs.rows,

@@ -120,7 +120,7 @@ pub(super) fn frame(
 /// an executor. Below it the routing costs more than it saves: at 50M listed blobs and a 150 MB
 /// filter (64 shards), two runs of each side by side, it took the probe from 25-27 s to 46-51 s
 /// and the executors' peaks from 480-680 MB to 700-970 MB.
-pub(super) const ROUTED_ABOVE_BYTES: u64 = 256 << 20;
+const ROUTED_ABOVE_BYTES: u64 = 256 << 20;
 
 /// The partitions the listing is routed to for a filter of `shards` shards and `bits` bits in
 /// all: one per shard above [`ROUTED_ABOVE_BYTES`], else none (1).

@@ -1,6 +1,6 @@
 //! Reference sources read from a real PostgreSQL server, started here on 127.0.0.1 and stopped
-//! when the test ends, failed or not. Debian's `postgresql` package provides it (`.ci/run`
-//! installs it).
+//! when the test ends, failed or not. Debian's `postgresql` package provides it, installed by
+//! `tests/setup-postgres.sh` (which the first test calls) when missing.
 
 use crate::support::*;
 use arrow::array::AsArray;
@@ -15,8 +15,16 @@ struct Postgres {
     _dir: tempfile::TempDir,
 }
 
-/// The server's programs: the newest Debian install's.
+/// The server's programs: the newest Debian install's, installed by `tests/setup-postgres.sh`
+/// (once per test process) when missing.
 fn bindir() -> PathBuf {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        ok(Command::new("bash").arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/setup-postgres.sh"
+        )))
+    });
     let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL installed under /usr/lib/postgresql (Debian's postgresql package)")
         .map(|e| e.unwrap().path().join("bin"))
@@ -103,21 +111,27 @@ impl Postgres {
             ]));
     }
 
-    fn url(&self, user: &str, table: &str) -> String {
+    /// A `--refs` value: source `name`, read as `user` from `table_and_columns` (`T#c1,c2`).
+    fn refs(&self, name: &str, user: &str, table_and_columns: &str) -> String {
         format!(
-            "postgresql://{user}@127.0.0.1:{}/postgres?table={table}",
+            "{name}=postgresql://{user}@127.0.0.1:{}/postgres?table={table_and_columns}",
             self.port
         )
+    }
+
+    /// Stops the server at once, as a crash would.
+    fn stop(&self) -> std::io::Result<std::process::Output> {
+        as_server_user(&self.bin.join("pg_ctl"))
+            .args(["-m", "immediate", "-D"])
+            .arg(&self.data)
+            .arg("stop")
+            .output()
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = as_server_user(&self.bin.join("pg_ctl"))
-            .args(["-m", "immediate", "-D"])
-            .arg(&self.data)
-            .arg("stop")
-            .output();
+        let _ = self.stop();
     }
 }
 
@@ -150,11 +164,8 @@ fn blobs_referenced_by_james_tables_in_postgres_are_kept_and_orphans_go() {
         values(&[&body]),
         values(&[&attached])
     ));
-    let messages = format!("messages={}#body_blob_id", pg.url("postgres", "message"));
-    let attachments = format!(
-        "attachments={}#blob_id",
-        pg.url("postgres", "public.attachment")
-    );
+    let messages = pg.refs("messages", "postgres", "message#body_blob_id");
+    let attachments = pg.refs("attachments", "postgres", "public.attachment#blob_id");
 
     // Four partitions: the message table (~200 pages) is read as four page ranges at once.
     let args = [
@@ -194,7 +205,7 @@ fn a_role_that_row_level_security_limits_stops_the_run_and_one_that_bypasses_it_
          CREATE ROLE gc LOGIN BYPASSRLS;
          GRANT SELECT ON message TO gc;"
     ));
-    let refs = format!("messages={}#body_blob_id", pg.url("reader", "message"));
+    let refs = pg.refs("messages", "reader", "message#body_blob_id");
 
     let out = f.run(T2, &["--refs", &refs]);
     assert_eq!(out.code, 3, "{}", out.stderr);
@@ -209,7 +220,7 @@ fn a_role_that_row_level_security_limits_stops_the_run_and_one_that_bypasses_it_
         "nothing deleted"
     );
 
-    let refs = format!("messages={}#body_blob_id", pg.url("gc", "message"));
+    let refs = pg.refs("messages", "gc", "message#body_blob_id");
     let out = f.run(T2, &["--refs", &refs]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(f.left(), BTreeSet::from([mine, theirs]), "both rows seen");
@@ -224,16 +235,16 @@ fn a_missing_column_or_an_empty_table_deletes_nothing() {
     pg.sql("CREATE TABLE message (body_blob_id varchar); CREATE TABLE attachment (blob_id text);");
     pg.sql(&format!("INSERT INTO message VALUES {}", values(&["x"])));
 
-    let missing = format!("messages={}#header_blob_id", pg.url("postgres", "message"));
+    let missing = pg.refs("messages", "postgres", "message#header_blob_id");
     let out = f.run(T2, &["--refs", &missing]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("header_blob_id"), "{}", out.stderr);
 
-    let no_table = format!("messages={}#blob_id", pg.url("postgres", "mailbox"));
+    let no_table = pg.refs("messages", "postgres", "mailbox#blob_id");
     let out = f.run(T2, &["--refs", &no_table]);
     assert_eq!(out.code, 2, "{}", out.stderr);
 
-    let empty = format!("attachments={}#blob_id", pg.url("postgres", "attachment"));
+    let empty = pg.refs("attachments", "postgres", "attachment#blob_id");
     let out = f.run(T2, &["--refs", &empty]);
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains("no rows"), "{}", out.stderr);
@@ -326,8 +337,8 @@ fn a_run_held_at_its_second_source(
          AND relation = 'attachment'::regclass",
         "the test's lock",
     );
-    let messages = format!("messages={}#body_blob_id", pg.url("postgres", "message"));
-    let attachments = format!("attachments={}#blob_id", pg.url("postgres", "attachment"));
+    let messages = pg.refs("messages", "postgres", "message#body_blob_id");
+    let attachments = pg.refs("attachments", "postgres", "attachment#blob_id");
     let run = Command::new(env!("CARGO_BIN_EXE_blobgc"))
         .args(["run", "--store", &f.store_url(), "--now", T2])
         .args(["--refs", &messages, "--refs", &attachments])
@@ -370,8 +381,8 @@ fn a_reference_deleted_during_the_run_keeps_its_blob_and_the_next_run_collects_i
         "referenced in the run's snapshot: kept"
     );
 
-    let messages = format!("messages={}#body_blob_id", pg.url("postgres", "message"));
-    let attachments = format!("attachments={}#blob_id", pg.url("postgres", "attachment"));
+    let messages = pg.refs("messages", "postgres", "message#body_blob_id");
+    let attachments = pg.refs("attachments", "postgres", "attachment#blob_id");
     let next = f.run(T2, &["--refs", &messages, "--refs", &attachments]);
     assert_eq!(next.code, 0, "{}", next.stderr);
     assert_eq!(f.left(), BTreeSet::from([kept]));
@@ -389,10 +400,8 @@ fn a_server_stopped_during_the_run_fails_it_and_deletes_nothing() {
     );
     let mut session = Session::open(&pg);
     let run = a_run_held_at_its_second_source(&f, &pg, &mut session);
-    ok(as_server_user(&pg.bin.join("pg_ctl"))
-        .args(["-m", "immediate", "-D"])
-        .arg(&pg.data)
-        .arg("stop"));
+    let stopped = pg.stop().unwrap();
+    assert!(stopped.status.success(), "{stopped:?}");
     let out = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
