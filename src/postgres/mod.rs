@@ -9,8 +9,8 @@
 //! transaction held open for the whole run exports it (`pg_export_snapshot()`), and every scan,
 //! on its own connection, reads in it (`SET TRANSACTION SNAPSHOT`); the verification reads the
 //! very rows the filter was built from. A table under row-level security read by a role that
-//! neither is a superuser nor bypasses it aborts the run; a missing table or column is a usage
-//! error; a connection lost mid-read fails the run. Rows stream in batches: no table is held in
+//! neither is a superuser nor bypasses it aborts the run; a view or foreign table (whose own
+//! relation says nothing of the rows it hides), a missing table or column is a usage error; a connection lost mid-read fails the run. Rows stream in batches: no table is held in
 //! memory.
 
 use crate::error::{Error, Result};
@@ -291,13 +291,25 @@ impl Snapshots {
 
 /// The table exists and holds each of `columns` as text.
 async fn check_columns(client: &Client, table: &str, columns: &[Read], what: &str) -> Result<()> {
-    let exists: bool = client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+    // Only a table's own row-level security is checked: a view, a foreign table or a
+    // materialized view could hide rows of what lies under it, so it is refused.
+    let kind: Option<String> = client
+        .query_opt(
+            "SELECT relkind::text FROM pg_class WHERE oid = to_regclass($1)",
+            &[&table],
+        )
         .await
         .map_err(failed(what))?
-        .get(0);
-    if !exists {
-        return Err(Error::usage(format!("{what}: no table {table}")));
+        .map(|row| row.get(0));
+    match kind.as_deref() {
+        None => return Err(Error::usage(format!("{what}: no table {table}"))),
+        Some("r" | "p") => {}
+        Some(other) => {
+            return Err(Error::usage(format!(
+                "{what}: {table} is not a table (pg_class.relkind {other:?}): a view or foreign \
+                 table may hide rows of the tables it reads; name the table itself"
+            )));
+        }
     }
     let rows = client
         .query(

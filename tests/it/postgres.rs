@@ -203,7 +203,9 @@ fn a_role_that_row_level_security_limits_stops_the_run_and_one_that_bypasses_it_
          CREATE ROLE reader LOGIN;
          GRANT SELECT ON message TO reader;
          CREATE ROLE gc LOGIN BYPASSRLS;
-         GRANT SELECT ON message TO gc;"
+         GRANT SELECT ON message TO gc;
+         CREATE VIEW bodies WITH (security_invoker = true) AS SELECT body_blob_id FROM message;
+         GRANT SELECT ON bodies TO reader;"
     ));
     let refs = pg.refs("messages", "reader", "message#body_blob_id");
 
@@ -214,6 +216,11 @@ fn a_role_that_row_level_security_limits_stops_the_run_and_one_that_bypasses_it_
         "{}",
         out.stderr
     );
+    // The same rows behind a view, whose own relation has no row-level security: refused too.
+    let through_a_view = pg.refs("messages", "reader", "bodies#body_blob_id");
+    let out = f.run(T2, &["--refs", &through_a_view]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("not a table"), "{}", out.stderr);
     assert_eq!(
         f.left(),
         BTreeSet::from([mine.clone(), theirs.clone()]),
