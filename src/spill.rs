@@ -27,11 +27,12 @@ use crate::error::{Error, Result};
 use crate::filter::{FilterParams, Sharded, Sketch, extend_le_words, fingerprint};
 use crate::functions::for_each_id;
 use crate::listing::BLOB_ID;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// A directory of fingerprint files, removed when this is dropped.
 pub struct Spill {
@@ -215,9 +216,15 @@ impl Fingerprinted {
     }
 }
 
-/// Reads every reference once, partition by partition, writing each id's fingerprint to a
-/// fresh spill of run `run_id` and sketching the distinct ones. None (with a warning) when the
-/// spill cannot be written in full: the caller reads the references again instead.
+/// Reads every reference once, writing each id's fingerprint to a fresh spill of run `run_id`
+/// and sketching the distinct ones. None (with a warning) when the spill cannot be written in
+/// full: the caller reads the references again instead.
+///
+/// The sources' partitions (each source has its own) are read by as many workers as the
+/// session has target partitions, each taking the next partition when one ends and writing
+/// one spill file. Each partition read at once holds a Parquet column chunk of tens of MB,
+/// and each file is later a partial filter: with 5 sources, a task per partition held 10 of
+/// each.
 pub async fn fingerprint_references(
     references: DataFrame,
     run_id: &str,
@@ -226,37 +233,17 @@ pub async fn fingerprint_references(
         Ok(spill) => spill,
         Err(e) => return Ok(given_up(&e.to_string())),
     };
+    let workers = references.task_ctx().session_config().target_partitions();
     let partitions = references
         .select_columns(&[BLOB_ID])?
         .execute_stream_partitioned()
         .await?;
+    let workers = workers.clamp(1, partitions.len().max(1));
+    let queue = Arc::new(Mutex::new(partitions));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, mut stream) in partitions.into_iter().enumerate() {
+    for i in 0..workers {
         let path = spill.dir().join(format!("{i:04}.fp"));
-        tasks.spawn(async move {
-            let mut part = Part::default();
-            let io = |e: std::io::Error| format!("{}: {e}", path.display());
-            let mut file = match std::fs::File::create_new(&path) {
-                Ok(file) => file,
-                Err(e) => return Ok(Err(io(e))),
-            };
-            let mut bytes = Vec::new();
-            while let Some(batch) = stream.try_next().await.map_err(reading)? {
-                bytes.clear();
-                for_each_id(batch.column(0), |id| {
-                    if let Some(id) = id {
-                        let fp = fingerprint(id);
-                        part.sketch.add(fp);
-                        bytes.extend_from_slice(&fp.to_le_bytes());
-                    }
-                })?;
-                part.ids += bytes.len() as u64 / 8;
-                if let Err(e) = file.write_all(&bytes) {
-                    return Ok(Err(io(e)));
-                }
-            }
-            Ok::<_, Error>(Ok::<_, String>(part))
-        });
+        tasks.spawn(spill_partitions(Arc::clone(&queue), path));
     }
     let mut all = Part::default();
     while let Some(done) = tasks.join_next().await {
@@ -275,6 +262,41 @@ pub async fn fingerprint_references(
         ids: all.ids,
         sketch: all.sketch,
     }))
+}
+
+/// One worker of [`fingerprint_references`]: the partitions it takes from `queue`, one after
+/// the other, fingerprinted into the file `path`. An error reading is the run's; one writing
+/// the spill (`Ok(Err)`) only gives the spill up.
+async fn spill_partitions(
+    queue: Arc<Mutex<Vec<SendableRecordBatchStream>>>,
+    path: PathBuf,
+) -> Result<std::result::Result<Part, String>> {
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut file = match std::fs::File::create_new(&path) {
+        Ok(file) => file,
+        Err(e) => return Ok(Err(io(e))),
+    };
+    let mut part = Part::default();
+    let mut bytes = Vec::new();
+    // The lock is held to take a partition only, never across a read.
+    let next = || queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    while let Some(mut stream) = next() {
+        while let Some(batch) = stream.try_next().await.map_err(reading)? {
+            bytes.clear();
+            for_each_id(batch.column(0), |id| {
+                if let Some(id) = id {
+                    let fp = fingerprint(id);
+                    part.sketch.add(fp);
+                    bytes.extend_from_slice(&fp.to_le_bytes());
+                }
+            })?;
+            part.ids += bytes.len() as u64 / 8;
+            if let Err(e) = file.write_all(&bytes) {
+                return Ok(Err(io(e)));
+            }
+        }
+    }
+    Ok(Ok(part))
 }
 
 fn reading(e: impl std::fmt::Display) -> Error {
