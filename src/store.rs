@@ -131,8 +131,12 @@ impl Location {
     pub fn parse(text: &str, what: &str, s3: &S3Options) -> Result<Self> {
         let url = parse_url(text, what)?;
         let store = store_for(&url, s3).map_err(|e| e.context(format!("{what} {text:?}")))?;
-        let path = Path::from_url_path(url.path())
-            .map_err(|e| Error::usage(format!("{what} {text:?}: invalid path: {e}")))?;
+        // A database's path names the database: its keys are the table's, from the root.
+        let path = match crate::postgres::is_url(text) {
+            true => Path::default(),
+            false => Path::from_url_path(url.path())
+                .map_err(|e| Error::usage(format!("{what} {text:?}: invalid path: {e}")))?,
+        };
         Ok(Location { url, store, path })
     }
 
@@ -235,6 +239,8 @@ pub fn store_for(url: &Url, s3: &S3Options) -> Result<Arc<dyn ObjectStore>> {
                 std::hash::Hasher::finish(&h)
             )
         }
+        // A database's store is its bucket of its table: the whole URL.
+        "postgresql" | "postgres" => url.to_string(),
         _ => format!("{}://{}", url.scheme(), url.authority()),
     };
     let mut stores = STORES
@@ -251,9 +257,10 @@ pub fn store_for(url: &Url, s3: &S3Options) -> Result<Arc<dyn ObjectStore>> {
                 .build()
                 .map_err(|e| Error::usage(format!("S3 store: {e}")))?,
         ),
+        "postgresql" | "postgres" => Arc::new(crate::postgres::BlobStorage::new(url.as_str())?),
         other => {
             return Err(Error::usage(format!(
-                "unsupported URL scheme {other:?} (use file://, s3:// or memory://)"
+                "unsupported URL scheme {other:?} (use file://, s3://, memory:// or postgresql://)"
             )));
         }
     };

@@ -10,8 +10,10 @@
 //! on its own connection, reads in it (`SET TRANSACTION SNAPSHOT`); the verification reads the
 //! very rows the filter was built from. A table under row-level security read by a role that
 //! neither is a superuser nor bypasses it aborts the run; a view or foreign table (whose own
-//! relation says nothing of the rows it hides), a missing table or column is a usage error; a connection lost mid-read fails the run. Rows stream in batches: no table is held in
-//! memory.
+//! relation says nothing of the rows it hides), a missing table or column is a usage error; a
+//! connection lost mid-read fails the run. Rows stream in batches: no table is held in memory.
+//!
+//! James's blob store in PostgreSQL is a store of its own ([`BlobStorage`], `store.rs`).
 
 use crate::error::{Error, Result};
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
@@ -33,9 +35,11 @@ use tokio_postgres::{Client, Config, NoTls};
 
 mod james;
 mod pgpass;
+mod store;
 
 pub use james::{JamesOptions, JamesTable, james_uploads};
 use pgpass::{PassKey, password};
+pub use store::BlobStorage;
 
 /// Rows per batch read from a table.
 const BATCH_ROWS: usize = 8192;
@@ -63,6 +67,26 @@ struct Source {
 }
 
 fn parse(url: &str, what: &str) -> Result<Source> {
+    let (config, database, mut own) = parse_url(url, what, &["table"])?;
+    let table = own
+        .remove("table")
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Error::usage(format!("{what}: no ?table=NAME")))?;
+    Ok(Source {
+        config,
+        table,
+        database,
+    })
+}
+
+/// A PostgreSQL URL taken apart: how to connect (the password from the environment), the
+/// database (user, host, port and name), and the query parameters named in `own`, which are
+/// blobgc's; the others are the connection's.
+fn parse_url(
+    url: &str,
+    what: &str,
+    own: &[&str],
+) -> Result<(Config, String, HashMap<String, String>)> {
     let bad = |why: String| Error::usage(format!("{what}: {why}"));
     let mut parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
     if parsed.password().is_some() {
@@ -70,17 +94,10 @@ fn parse(url: &str, what: &str) -> Result<Source> {
             "a password in the URL would be printed with it; set PGPASSWORD instead".into(),
         ));
     }
-    let mut table = None;
-    let mut rest = Vec::new();
-    for (k, v) in parsed.query_pairs() {
-        match k.as_ref() {
-            "table" => table = Some(v.into_owned()),
-            _ => rest.push((k.into_owned(), v.into_owned())),
-        }
-    }
-    let table = table
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| bad("no ?table=NAME".into()))?;
+    let (ours, rest): (Vec<_>, Vec<_>) = parsed
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .partition(|(k, _)| own.contains(&k.as_str()));
     parsed.set_query(None);
     if !rest.is_empty() {
         parsed.query_pairs_mut().extend_pairs(rest);
@@ -100,11 +117,7 @@ fn parse(url: &str, what: &str) -> Result<Source> {
         config.password(password);
     }
     let database = format!("{}@{}:{}/{}", key.user, key.host, key.port, key.database);
-    Ok(Source {
-        config,
-        table,
-        database,
-    })
+    Ok((config, database, ours.into_iter().collect()))
 }
 
 /// A table name as SQL: each dotted part quoted.

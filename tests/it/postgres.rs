@@ -111,6 +111,16 @@ impl Postgres {
             ]));
     }
 
+    /// What `sql` prints, unaligned, without headers.
+    fn query(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tA"])
+            .args(["-p", &self.port.to_string(), "-c", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// A `--refs` value: source `name`, read as `user` from `table_and_columns` (`T#c1,c2`).
     fn refs(&self, name: &str, user: &str, table_and_columns: &str) -> String {
         format!(
@@ -317,12 +327,7 @@ impl Drop for Session {
 /// Waits until `query` (a count) is above zero.
 fn until(pg: &Postgres, query: &str, what: &str) {
     for _ in 0..600 {
-        let out = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-tA"])
-            .args(["-p", &pg.port.to_string(), "-c", query])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+        if pg.query(query) != "0" {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -518,4 +523,88 @@ fn james_uploads_past_their_ttl_are_deleted_from_its_uploads_table() {
         })
         .collect();
     assert_eq!(ids, ["00000000-0000-0000-0000-000000000001"]);
+}
+
+#[test]
+fn blobs_in_james_blob_storage_table_are_collected_in_their_bucket_only() {
+    let pg = Postgres::start();
+    let f = Fixture::new();
+    let (body, attached, orphan) = (id(557, "body"), id(557, "attached"), id(557, "orphan"));
+    let young = id(559, "young");
+    // James's tables: its blob store in two buckets (the same ids in both), 25,000 more orphans
+    // to page through, and row-level security on `message` (the superuser reads it whole).
+    pg.sql(&format!(
+        "CREATE TABLE blob_storage (bucket_name varchar(100) NOT NULL,
+             blob_id varchar(200) NOT NULL, data bytea NOT NULL, size integer NOT NULL,
+             metadata jsonb, PRIMARY KEY (bucket_name, blob_id));
+         INSERT INTO blob_storage
+             SELECT b, id, convert_to('content of ' || id, 'UTF8'), 11 + length(id), '{{}}'
+             FROM unnest(ARRAY['{body}', '{attached}', '{orphan}', '{young}']) id,
+                  unnest(ARRAY['default', 'other']) b;
+         INSERT INTO blob_storage
+             SELECT 'default', '1_557_filler-' || g, '\\x00', 1, NULL
+             FROM generate_series(1, 25000) g;
+         CREATE TABLE message (message_id uuid, body_blob_id varchar(200) NOT NULL,
+                               domain varchar);
+         INSERT INTO message VALUES (gen_random_uuid(), '{body}', 'a.org');
+         ALTER TABLE message ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE message FORCE ROW LEVEL SECURITY;
+         CREATE TABLE attachment (attachment_id uuid, blob_id varchar(200));
+         INSERT INTO attachment VALUES (gen_random_uuid(), '{attached}');
+         CREATE TABLE mail_repository_content (name varchar, header_blob_id varchar,
+                                               body_blob_id varchar);"
+    ));
+    let james = format!("postgresql://postgres@127.0.0.1:{}/postgres", pg.port);
+    let store = format!("{james}?bucket=default");
+    let run = [
+        "run",
+        "--store",
+        &store,
+        "--now",
+        T2,
+        "--james-postgres",
+        &james,
+    ];
+
+    let out = f.blobgc(&[&run[..], &["--max-delete-fraction", "1"]].concat());
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.u("gced_blob_count"), 25_001);
+    let left = |bucket: &str| {
+        pg.query(&format!(
+            "SELECT string_agg(blob_id, ' ' ORDER BY blob_id) FROM blob_storage
+             WHERE bucket_name = '{bucket}'"
+        ))
+    };
+    let mut kept = [&attached, &body, &young].map(|s| s.to_string());
+    kept.sort();
+    assert_eq!(
+        left("default"),
+        kept.join(" "),
+        "the garbage of the bucket, only"
+    );
+    let mut all = [&attached, &body, &orphan, &young].map(|s| s.to_string());
+    all.sort();
+    assert_eq!(
+        left("other"),
+        all.join(" "),
+        "another bucket is not touched"
+    );
+
+    // A quarantine in a bucket of its own: bucket `other`'s orphan moved there.
+    let other = format!("{james}?bucket=other");
+    let quarantine = format!("{james}?bucket=quarantine");
+    let out = f.blobgc(
+        &[
+            &run[..2],
+            &[&other, "--now", T2, "--james-postgres", &james],
+        ]
+        .concat()
+        .into_iter()
+        .chain(["--quarantine", quarantine.as_str()])
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(left("other"), kept.join(" "));
+    let moved = left("quarantine");
+    assert!(moved.ends_with(&format!("/{orphan}")), "{moved}");
 }
