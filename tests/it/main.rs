@@ -3,6 +3,7 @@
 //! and assert which blobs exist afterwards.
 
 mod adr39;
+mod azure;
 mod bad_input;
 mod cluster;
 mod datasets;

@@ -21,7 +21,7 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// Uploads every file below `dir` to `prefix/<relative path>`.
-fn upload_dir(s3: &AmazonS3, dir: &std::path::Path, prefix: &str) {
+pub(crate) fn upload_dir(s3: &impl ObjectStore, dir: &std::path::Path, prefix: &str) {
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -48,7 +48,7 @@ fn upload_dir(s3: &AmazonS3, dir: &std::path::Path, prefix: &str) {
     });
 }
 
-fn put_blobs(s3: &AmazonS3, prefix: &str, ids: &[String]) {
+pub(crate) fn put_blobs(s3: &impl ObjectStore, prefix: &str, ids: &[String]) {
     rt().block_on(async {
         futures::stream::iter(ids)
             .map(|id| async move {
@@ -65,7 +65,7 @@ fn put_blobs(s3: &AmazonS3, prefix: &str, ids: &[String]) {
     });
 }
 
-pub(crate) fn keys(s3: &AmazonS3, prefix: &str) -> BTreeSet<String> {
+pub(crate) fn keys(s3: &impl ObjectStore, prefix: &str) -> BTreeSet<String> {
     let p = Path::parse(prefix).unwrap();
     rt().block_on(s3.list(Some(&p)).try_collect::<Vec<_>>())
         .unwrap()
