@@ -15,61 +15,13 @@ mod s3_server;
 #[allow(dead_code)]
 #[path = "../it/fault_proxy.rs"]
 mod fault_proxy;
-// Shared with the tests, which use all of it.
-#[allow(dead_code)]
-#[path = "../it/support.rs"]
-mod support;
+mod sweep_rate;
 
-use blobgc::job::Job;
-use blobgc::plan::plan;
-use blobgc::plan_dir::PlanDir;
-use blobgc::progress::Progress;
-use blobgc::references::SourceSpec;
 use blobgc::store::{Location, S3Options};
-use blobgc::sweep::{SweepOptions, sweep};
-use futures::{StreamExt, TryStreamExt};
-
-use object_store::aws::AmazonS3;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
 use std::time::Instant;
-
-const CONCURRENCY: usize = 4;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn ids(n: usize, tag: &str) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            use base64::Engine;
-            use sha2::Digest;
-            let d = base64::engine::general_purpose::URL_SAFE
-                .encode(sha2::Sha256::digest(format!("{tag}{i}")));
-            if i % 10 == 0 {
-                d
-            } else {
-                format!("1_{}_{d}", 540 + i % 12)
-            }
-        })
-        .collect()
-}
-
-async fn put_all(s3: &AmazonS3, prefix: &str, ids: &[String]) {
-    futures::stream::iter(ids)
-        .map(|id| async move {
-            s3.put(&Path::parse(format!("{prefix}/{id}")).unwrap(), "x".into())
-                .await
-        })
-        .buffer_unordered(64)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
-}
+use sweep_rate::{CONCURRENCY, env_or, ids, median, put_all};
 
 /// CPU seconds (user + system) of a process so far, from /proc (Linux).
 fn cpu_seconds(pid: &str) -> f64 {
@@ -97,11 +49,6 @@ fn server_pid() -> String {
         .next()
         .unwrap_or("0")
         .to_string()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -132,66 +79,22 @@ fn main() {
     let server = server_pid();
     let lists = rt.block_on(async {
         for round in 0..rounds {
-            let p = s3_server::prefix("bench-raw");
-            let keys = ids(n, &format!("raw{round}-"));
-            put_all(&s3, &p, &keys).await;
-            let start = Instant::now();
-            let paths: Vec<Path> = keys
-                .iter()
-                .map(|k| Path::parse(format!("{p}/{k}")).unwrap())
-                .collect();
-            let deleted: usize = futures::stream::iter(paths.chunks(1000).map(|c| c.to_vec()))
-                .map(|chunk| {
-                    let stream =
-                        s3.delete_stream(futures::stream::iter(chunk.into_iter().map(Ok)).boxed());
-                    async move { stream.try_collect::<Vec<_>>().await.unwrap().len() }
-                })
-                .buffer_unordered(CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await
-                .iter()
-                .sum();
-            assert_eq!(deleted, n);
-            raw.push(n as f64 / start.elapsed().as_secs_f64());
-
+            let raw_prefix = s3_server::prefix("bench-raw");
             let root = format!(
                 "s3://{}/{}",
                 s3_server::BUCKET,
                 s3_server::prefix("bench-sweep")
             );
-            let store = Location::parse(&format!("{root}/store"), "store", &options).unwrap();
-            put_all(&s3, store.path.as_ref(), &ids(n, &format!("gc{round}-"))).await;
-            let refs =
-                Location::parse(&format!("{root}/refs/part-0.parquet"), "refs", &options).unwrap();
-            refs.write(&refs.path, support::parquet_bytes(&["1_1_unrelated"]))
-                .await
-                .unwrap();
-            let source = SourceSpec {
-                name: "refs".into(),
-                url: format!("{root}/refs"),
-                columns: vec!["blob_id".into()],
-                allow_empty: false,
+            let at = sweep_rate::Places {
+                client: &s3,
+                raw: &raw_prefix,
+                root: &root,
+                options: &options,
             };
-            let now = chrono::DateTime::parse_from_rfc3339("2026-11-22T00:00:00Z")
-                .unwrap()
-                .with_timezone(&chrono::Utc);
-            let mut job = Job::new(store.url(), vec![source], now);
-            job.fpp = 0.0000001;
-            job.max_fpp = 1.0;
-            job.s3 = options.clone();
-            let dir =
-                PlanDir::new(Location::parse(&format!("{root}/plan"), "plan", &options).unwrap());
-            let summary = plan(&job, &dir, &Progress::silent()).await.unwrap();
-            assert_eq!(summary.counts.candidate_count, n as u64);
-            let start = Instant::now();
-            let options = SweepOptions {
-                concurrency: CONCURRENCY,
-                s3: options.clone(),
-                ..SweepOptions::default()
-            };
-            let (_, m) = sweep(&dir, &options, &Progress::silent()).await.unwrap();
-            assert_eq!(m.gced_blob_count, n as u64);
-            gc.push(n as f64 / start.elapsed().as_secs_f64());
+            // DeleteObjects takes up to 1000 keys.
+            let rates = sweep_rate::round(at, n, 1000, round).await;
+            raw.push(rates.0);
+            gc.push(rates.1);
         }
 
         let list_prefix = s3_server::prefix("bench-list");

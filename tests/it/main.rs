@@ -4,6 +4,7 @@
 
 mod adr39;
 mod azure;
+mod azurite;
 mod bad_input;
 mod cluster;
 mod datasets;
