@@ -39,10 +39,10 @@ impl FilterParams {
     /// The size and hash count for `expected_items` at false-positive rate `fpp`. Each hash is a
     /// memory access per insert and per lookup of a referenced id (the filter's cost), and the
     /// size barely moves near the optimal count (`log2(1 / fpp)`, 6.6 at 1%), so it takes the
-    /// fewest hashes whose size, the one keeping `fpp`, is within [`SIZE_OVER_OPTIMAL`] of the
-    /// smallest: at 1%, 4 hashes in 9.5% more bits than 6.6. Measured side by side at 10M listed
-    /// blobs (22M references, 4 runs each), 4 hashes instead of 6 took the job from 1.99 s to
-    /// 1.80 s; 3 (29% more bits) was no faster than 4.
+    /// fewest hashes whose size, the one keeping `fpp`, is within 10% of the smallest
+    /// (`SIZE_OVER_OPTIMAL`): at 1%, 4 hashes in 9.5% more bits than 6.6. Measured side by side
+    /// at 10M listed blobs (22M references, 4 runs each), 4 hashes instead of 6 took the job
+    /// from 1.99 s to 1.80 s; 3 (29% more bits) was no faster than 4.
     pub fn for_items(expected_items: u64, fpp: f64, seed: u128) -> Self {
         // A floor: a reference spelled two ways is two items, which matters only when few.
         let n = expected_items.max(MIN_ITEMS) as f64;
