@@ -293,7 +293,7 @@ async fn dispatch(command: Command) -> Result<(Printed, Option<PathBuf>)> {
         }
         Command::Restore(args) => {
             let q = Quarantine::parse(&args.quarantine, &args.s3)?;
-            let store = Location::parse(&args.store, "--store", &args.s3)?;
+            let store = Location::parse_store(&args.store, "--store", &args.s3)?;
             let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
             Ok((Printed::of(&report), args.report))
         }
@@ -304,7 +304,7 @@ async fn dispatch(command: Command) -> Result<(Printed, Option<PathBuf>)> {
         }
         Command::Unlock(args) => {
             let root = PlanRoot::parse(&args.plan_root, &args.s3)?;
-            let store = Location::parse(&args.store, "--store", &args.s3)?.url();
+            let store = Location::parse_store(&args.store, "--store", &args.s3)?.url();
             let now = chrono::Utc::now();
             let report =
                 crate::lease::unlock(&root, &store, args.run.as_deref(), args.force, now).await?;

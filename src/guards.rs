@@ -86,7 +86,7 @@ pub fn quarantine_exclusion(
     quarantine: &str,
     s3: &S3Options,
 ) -> Result<Option<String>> {
-    let q = Location::parse(quarantine, "--quarantine", s3)?;
+    let q = Location::parse_store(quarantine, "--quarantine", s3)?;
     if q.contains(store) {
         return Err(Error::usage(format!(
             "--quarantine {q} is or holds the store {store}: quarantined blobs must live apart"

@@ -104,7 +104,7 @@ pub async fn run(
     progress: &Progress,
 ) -> Result<IncrementalReport> {
     let started = Instant::now();
-    let store = Location::parse(&job.store, "--store", &job.sweep.s3)?;
+    let store = Location::parse_store(&job.store, "--store", &job.sweep.s3)?;
     guards::outside_store(&store, &dir.location, "the plan directory")?;
     let ctx = session(job)?;
     let deletions = open_deletions(&ctx, job).await?;

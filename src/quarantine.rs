@@ -34,7 +34,7 @@ pub struct Quarantine {
 impl Quarantine {
     pub fn parse(text: &str, s3: &crate::store::S3Options) -> Result<Self> {
         Ok(Quarantine {
-            location: Location::parse(text, "--quarantine", s3)?,
+            location: Location::parse_store(text, "--quarantine", s3)?,
         })
     }
 

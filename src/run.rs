@@ -63,7 +63,7 @@ pub(crate) async fn take_lease(job: &Job, root: Option<&PlanRoot>) -> Result<Opt
     let Some(root) = root else {
         return Ok(None);
     };
-    let store = Location::parse(&job.store, "--store", &job.s3)?.url();
+    let store = Location::parse_store(&job.store, "--store", &job.s3)?.url();
     let lease = Lease::acquire(
         root,
         &store,

@@ -135,9 +135,22 @@ impl fmt::Display for Location {
 }
 
 impl Location {
-    /// Parses a URL or a local path; an S3 store is made with the job's options `s3`. `what`
-    /// names the option, for the error message.
+    /// Parses a URL or a local path of tables, plans or outputs; an S3 store is made with the
+    /// job's options `s3`. `what` names the option, for the error message. A PostgreSQL blob
+    /// store is refused here: what went to it would become rows of the blob table.
     pub fn parse(text: &str, what: &str, s3: &S3Options) -> Result<Self> {
+        if crate::postgres::is_url(text) {
+            return Err(Error::usage(format!(
+                "{what} {text:?}: a PostgreSQL blob store holds blobs only (--store, \
+                 --quarantine); tables, plans and outputs go to files or object stores"
+            )));
+        }
+        Self::parse_store(text, what, s3)
+    }
+
+    /// [`Self::parse`] for a store of blobs (`--store`, `--quarantine`), which may be James's
+    /// PostgreSQL blob table too.
+    pub fn parse_store(text: &str, what: &str, s3: &S3Options) -> Result<Self> {
         let url = parse_url(text, what)?;
         let store = store_for(&url, s3).map_err(|e| e.context(format!("{what} {text:?}")))?;
         // A database's path names the database: its keys are the table's, from the root.

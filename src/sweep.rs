@@ -283,7 +283,7 @@ async fn prepare(dir: &PlanDir, options: &SweepOptions) -> Result<Prepared> {
                 .unwrap_or("no reason recorded")
         )));
     }
-    let store = Location::parse(
+    let store = Location::parse_store(
         options.store.as_deref().unwrap_or(&summary.store),
         "--store",
         &options.s3,
@@ -413,7 +413,7 @@ impl ScalarUDFImpl for SweepBatches {
         let outcomes = crate::store::block_on("sweeping deletion batches", async move {
             let dir = PlanDir::new(Location::parse(&dir, "plan_dir", &s3)?);
             let summary = dir.read_summary().await?;
-            let store = Location::parse(&store, "--store", &s3)?;
+            let store = Location::parse_store(&store, "--store", &s3)?;
             let quarantine = summary
                 .quarantine
                 .as_deref()

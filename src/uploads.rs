@@ -126,7 +126,7 @@ impl Why {
 /// Runs the expiry: plan into `dir`, sweep unless dry, then write the expired upload ids.
 pub async fn run(job: &UploadsJob, dir: &PlanDir, progress: &Progress) -> Result<UploadsReport> {
     job.validate()?;
-    let store = Location::parse(&job.store, "--store", &job.sweep.s3)?;
+    let store = Location::parse_store(&job.store, "--store", &job.sweep.s3)?;
     guards::outside_store(&store, &dir.location, "the plan directory")?;
     let uploads = read_uploads(&job.uploads, &job.sweep.s3).await?;
     let selected = select(job, &uploads);

@@ -108,7 +108,7 @@ pub async fn plan(job: &Job, dir: &PlanDir, progress: &Progress) -> Result<PlanS
 fn check<'a>(job: &'a Job, dir: &'a PlanDir, progress: &'a Progress) -> Result<Run<'a>> {
     job.validate()?;
     let rule = GenerationRule::new(job.family, job.generation_duration_seconds, job.now)?;
-    let store = Location::parse(&job.store, "--store", &job.s3)?;
+    let store = Location::parse_store(&job.store, "--store", &job.s3)?;
     guards::outside_store(&store, &dir.location, "the plan directory")?;
     let root = match job.plan_root.as_deref() {
         Some(root) => Some(PlanRoot::parse(root, &job.s3)?),

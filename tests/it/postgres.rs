@@ -566,6 +566,15 @@ fn blobs_in_james_blob_storage_table_are_collected_in_their_bucket_only() {
         &james,
     ];
 
+    // Plans go elsewhere: they would become rows of the blob table.
+    let refused = f.blobgc(&[&run[..], &["--plan-root", &store]].concat());
+    assert_eq!(refused.code, 2, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("holds blobs only"),
+        "{}",
+        refused.stderr
+    );
+
     let out = f.blobgc(&[&run[..], &["--max-delete-fraction", "1"]].concat());
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.u("gced_blob_count"), 25_001);
