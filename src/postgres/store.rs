@@ -6,14 +6,15 @@
 //! blob_storage(bucket_name, blob_id, data bytea, size, ...)   primary key (bucket_name, blob_id)
 //!   list    SELECT blob_id, size ... WHERE bucket_name = B AND blob_id > <last key> ORDER BY blob_id LIMIT 10000
 //!   delete  DELETE ... WHERE bucket_name = B AND blob_id = ANY(<a batch of keys>) RETURNING blob_id
-//!   copy    INSERT ... SELECT <every column, blob_id replaced> ... WHERE bucket_name = B AND blob_id = <from>
 //! ```
 //!
 //! **What is deleted:** the rows of bucket `B` whose keys a sweep sends, a batch per statement;
 //! a key deleted is one the server returned, so a key already gone is reported as such and
-//! nothing else in the table is touched. **The danger:** a key that reads back as another
-//! (object_store's paths drop a leading `/`, refuse `..`) would delete the wrong row, so a
-//! listed key that is not exactly its own path stops the listing, naming it.
+//! nothing else in the table is touched. Get and put serve a quarantine, another bucket.
+//!
+//! **The danger:** a key that reads back as another (object_store's paths drop a leading `/`,
+//! refuse `..`) would delete the wrong row, so a listed key that is not exactly its own path
+//! stops the listing, naming it.
 
 use super::{connect, failed, parse_url, quoted};
 use crate::error::Error;
@@ -23,9 +24,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyMode, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload,
-    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    Result,
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
 };
 use std::sync::Arc;
 use tokio_postgres::{Client, Config};
@@ -51,7 +51,7 @@ struct Inner {
     url: String,
     table: String,
     bucket: String,
-    client: tokio::sync::Mutex<Option<Client>>,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
 }
 
 impl std::fmt::Display for BlobStorage {
@@ -87,19 +87,24 @@ impl BlobStorage {
 }
 
 impl Inner {
-    /// Runs `work` on the store's connection, made again when the last one was lost.
+    /// Runs `work` on the store's connection, made again when the last one was lost. The lock
+    /// is held to take the connection only: concurrent batches share it, pipelined.
     async fn with_client<T>(
         &self,
         work: impl AsyncFnOnce(&Client) -> std::result::Result<T, tokio_postgres::Error>,
     ) -> Result<T> {
-        let mut client = self.client.lock().await;
-        if client.as_ref().is_none_or(Client::is_closed) {
-            *client = Some(connect(&self.config, &self.url).await.map_err(generic)?);
-        }
-        let Some(c) = client.as_ref() else {
-            return Err(generic(format!("{}: no connection", self.url)));
+        let client = {
+            let mut held = self.client.lock().await;
+            match held.as_ref().filter(|c| !c.is_closed()) {
+                Some(c) => Arc::clone(c),
+                None => {
+                    let c = Arc::new(connect(&self.config, &self.url).await.map_err(generic)?);
+                    *held = Some(Arc::clone(&c));
+                    c
+                }
+            }
         };
-        work(c)
+        work(&client)
             .await
             .map_err(|e| generic(failed(&self.url)(e).to_string()))
     }
@@ -147,50 +152,6 @@ impl Inner {
             .with_client(async |c| c.query(&sql, &[&self.bucket, &keys]).await)
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    /// Every column of the table, `blob_id` as `$3`: a row copied under another key.
-    async fn copy(&self, from: &str, to: &str, mode: CopyMode) -> Result<u64> {
-        let columns: Vec<String> = self
-            .with_client(async |c| {
-                let rows = c
-                    .query(
-                        "SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass \
-                         AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-                        &[&self.table],
-                    )
-                    .await?;
-                Ok(rows.iter().map(|r| r.get(0)).collect())
-            })
-            .await?;
-        let names: Vec<String> = columns.iter().map(|c| quoted(c)).collect();
-        let values: Vec<String> = columns
-            .iter()
-            .zip(&names)
-            .map(|(c, q)| match c.as_str() {
-                "blob_id" => "$3".to_string(),
-                _ => q.clone(),
-            })
-            .collect();
-        let conflict = match mode {
-            CopyMode::Create => "DO NOTHING".to_string(),
-            CopyMode::Overwrite => {
-                let set: Vec<String> = names
-                    .iter()
-                    .map(|q| format!("{q} = EXCLUDED.{q}"))
-                    .collect();
-                format!("DO UPDATE SET {}", set.join(", "))
-            }
-        };
-        let sql = format!(
-            "INSERT INTO {t} ({}) SELECT {} FROM {t} WHERE bucket_name = $1 AND blob_id = $2 \
-             ON CONFLICT (bucket_name, blob_id) {conflict}",
-            names.join(", "),
-            values.join(", "),
-            t = self.table
-        );
-        self.with_client(async |c| c.execute(&sql, &[&self.bucket, &from, &to]).await)
-            .await
     }
 }
 
@@ -281,7 +242,12 @@ impl ObjectStore for BlobStorage {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        if options.range.is_some() || options.version.is_some() || options.if_match.is_some() {
+        let conditional = options.if_match.is_some()
+            || options.if_none_match.is_some()
+            || options.if_modified_since.is_some()
+            || options.if_unmodified_since.is_some();
+        if options.range.is_some() || options.version.is_some() || conditional {
+            // Never answered as if met: a caller relying on a condition must know it is not.
             return Err(not_implemented("get with a range, version or condition"));
         }
         let sql = format!(
@@ -361,28 +327,14 @@ impl ObjectStore for BlobStorage {
         .boxed()
     }
 
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        let objects = self.list(prefix).try_collect().await?;
-        Ok(ListResult {
-            common_prefixes: Vec::new(),
-            objects,
-        })
+    /// Not served: blobgc lists a store whole; keys of a table have no directories.
+    async fn list_with_delimiter(&self, _: Option<&Path>) -> Result<ListResult> {
+        Err(not_implemented("listing by directory"))
     }
 
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        match self
-            .inner
-            .copy(from.as_ref(), to.as_ref(), options.mode)
-            .await?
-        {
-            1 => Ok(()),
-            _ => match options.mode {
-                CopyMode::Create => Err(object_store::Error::AlreadyExists {
-                    path: to.to_string(),
-                    source: "a row of that key exists, or none to copy".into(),
-                }),
-                CopyMode::Overwrite => Err(not_found(from, "no row of that key")),
-            },
-        }
+    /// Not served: blobgc copies within a store only into a quarantine inside it, which a
+    /// bucket cannot hold (a quarantine is another bucket, copied through this process).
+    async fn copy_opts(&self, _: &Path, _: &Path, _: CopyOptions) -> Result<()> {
+        Err(not_implemented("copy within a bucket"))
     }
 }
