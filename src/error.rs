@@ -30,6 +30,16 @@ impl Error {
         }
     }
 
+    /// The report's `status` of a command that ended in this error.
+    pub fn status(&self) -> &'static str {
+        match self {
+            Error::Runtime(_) => "failed",
+            Error::Usage(_) => "invalid",
+            Error::Aborted(_) => "aborted",
+            Error::Locked(_) => "locked",
+        }
+    }
+
     pub fn usage(msg: impl fmt::Display) -> Self {
         Error::Usage(msg.to_string())
     }

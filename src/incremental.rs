@@ -116,7 +116,10 @@ pub async fn run(
     };
     let refs = references::open(&ctx, &spec, &mut Default::default()).await?;
     let due = due(deletions.clone(), job).await?;
-    progress.step(&format!("checking {} concerned blobs", due.concerned.len()));
+    progress.step(
+        &format!("checking {} concerned blobs", due.concerned.len()),
+        "",
+    );
     let candidates = unreferenced(dir, job, refs.ids.clone(), &due.concerned).await?;
     let sized = sizes(&store, &candidates).await?;
     let candidates: Vec<(&str, i64)> = sized.iter().map(|(id, s)| (id.as_str(), *s)).collect();

@@ -14,7 +14,7 @@
 //!         seen.fetch_add(n, Ordering::Relaxed);
 //!     }
 //! });
-//! progress.step("probing the listing");
+//! progress.step("probing the listing", "blobs");
 //! progress.advance(3);
 //! assert_eq!(done.load(Ordering::Relaxed), 3);
 //! ```
@@ -25,11 +25,12 @@ use std::sync::Arc;
 /// What a phase tells its caller.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
-    /// A new step begins ("building the Bloom filter of references").
-    Step(&'a str),
+    /// A new step begins ("listing and probing blobs"), counting its work in `unit` ("blobs";
+    /// empty when it counts nothing).
+    Step { what: &'a str, unit: &'a str },
     /// The step has this many units of work (deletion batches).
     Total(u64),
-    /// This many more units are done (listed blobs probed, batches swept).
+    /// This many more units are done (rows read, listed blobs probed, batches swept).
     Advance(u64),
 }
 
@@ -47,8 +48,8 @@ impl Progress {
         Progress::new(|_| {})
     }
 
-    pub fn step(&self, what: &str) {
-        (self.0)(Event::Step(what))
+    pub fn step(&self, what: &str, unit: &str) {
+        (self.0)(Event::Step { what, unit })
     }
 
     pub fn total(&self, units: u64) {

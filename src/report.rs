@@ -189,6 +189,9 @@ impl Outcome for Report {
             self.verify_seconds,
             self.sweep_seconds
         );
+        if self.dry_run && self.status != Status::Aborted {
+            out += &format!("  review the plan: blobgc show --plan {}\n", self.plan);
+        }
         out
     }
 }

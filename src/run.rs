@@ -93,8 +93,9 @@ pub(crate) async fn give_back<T>(lease: Option<Lease>, result: Result<T>) -> Res
 }
 
 /// Plan, then sweep unless aborted or dry. Under a plan root the plan is kept as the run's
-/// history; a temporary plan directory is removed afterwards unless the sweep is partial: then
-/// it is what `blobgc sweep --plan` resumes.
+/// history; a temporary plan directory is removed afterwards unless the run was dry (the plan is
+/// then what its operator reviews) or the sweep is partial (what `blobgc sweep --plan`
+/// resumes).
 pub async fn run(job: &Job, progress: &Progress) -> Result<Report> {
     run_until(job, progress, None).await
 }
@@ -210,7 +211,8 @@ async fn run_leased(
         None
     };
     let mut report = Report::new(&summary, dir.location.url(), metrics.as_ref(), job.dry_run);
-    if remove_temporary(temporary, report.status) {
+    // A dry run's plan is what its operator reviews (`blobgc show`): kept, wherever it is.
+    if !job.dry_run && remove_temporary(temporary, report.status) {
         report.plan = format!("{} (temporary, removed)", report.plan);
     }
     Ok(report)

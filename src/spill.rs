@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::filter::{FilterParams, Sharded, Sketch, extend_le_words, fingerprint};
 use crate::functions::for_each_id;
 use crate::listing::BLOB_ID;
+use crate::progress::Progress;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::DataFrame;
 use futures::TryStreamExt;
@@ -228,6 +229,7 @@ impl Fingerprinted {
 pub async fn fingerprint_references(
     references: DataFrame,
     run_id: &str,
+    progress: &Progress,
 ) -> Result<Option<Fingerprinted>> {
     let spill = match Spill::create(run_id) {
         Ok(spill) => spill,
@@ -243,7 +245,7 @@ pub async fn fingerprint_references(
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..workers {
         let path = spill.dir().join(format!("{i:04}.fp"));
-        tasks.spawn(spill_partitions(Arc::clone(&queue), path));
+        tasks.spawn(spill_partitions(Arc::clone(&queue), path, progress.clone()));
     }
     let mut all = Part::default();
     while let Some(done) = tasks.join_next().await {
@@ -270,6 +272,7 @@ pub async fn fingerprint_references(
 async fn spill_partitions(
     queue: Arc<Mutex<Vec<SendableRecordBatchStream>>>,
     path: PathBuf,
+    progress: Progress,
 ) -> Result<std::result::Result<Part, String>> {
     let io = |e: std::io::Error| format!("{}: {e}", path.display());
     let mut file = match std::fs::File::create_new(&path) {
@@ -282,6 +285,7 @@ async fn spill_partitions(
     let next = || queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
     while let Some(mut stream) = next() {
         while let Some(batch) = stream.try_next().await.map_err(reading)? {
+            progress.advance(batch.num_rows() as u64);
             bytes.clear();
             for_each_id(batch.column(0), |id| {
                 if let Some(id) = id {
@@ -363,7 +367,7 @@ mod tests {
             .collect();
         ids.extend((0..10).map(|_| String::new()));
         let run = format!("test-{:08x}", rand::random::<u32>());
-        let done = fingerprint_references(references(&ids, 3), &run)
+        let done = fingerprint_references(references(&ids, 3), &run, &Progress::silent())
             .await
             .unwrap()
             .expect("a spill");
@@ -400,7 +404,7 @@ mod tests {
     async fn a_spill_short_of_fingerprints_builds_no_filter() {
         let ids: Vec<String> = (0..5_000).map(|i| format!("1_5_{i}")).collect();
         let run = format!("test-{:08x}", rand::random::<u32>());
-        let done = fingerprint_references(references(&ids, 2), &run)
+        let done = fingerprint_references(references(&ids, 2), &run, &Progress::silent())
             .await
             .unwrap()
             .expect("a spill");

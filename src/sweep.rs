@@ -169,6 +169,7 @@ pub async fn sweep(
             limit.as_ref(),
             quarantine.as_ref(),
         );
+        progress.step("deleting the batches", "batches");
         progress.total(p.pending.len() as u64);
         let pending = std::mem::take(&mut p.pending);
         let total = pending.len() as u64;
@@ -206,6 +207,7 @@ pub async fn sweep_on_cluster(
 ) -> Result<(PlanSummary, SweepMetrics)> {
     let mut p = prepare(dir, options).await?;
     let pending = std::mem::take(&mut p.pending);
+    progress.step("deleting the batches on the cluster", "batches");
     progress.total(pending.len() as u64);
     if !pending.is_empty() {
         let partitions = ctx

@@ -31,7 +31,8 @@ pub(super) async fn filter(
         Some(n) => n,
         None => estimate(run, references, rows).await?,
     };
-    run.progress.step("building the Bloom filter of references");
+    run.progress
+        .step("building the Bloom filter of references", "");
     let stem = format!("filter-{}", job.run_id);
     let mut shape = Shape::new(job, expected)?;
     let mut built = engine
@@ -79,6 +80,6 @@ pub(super) async fn filter(
 }
 
 async fn estimate(run: &Run<'_>, references: &DataFrame, rows: u64) -> Result<u64> {
-    run.progress.step("estimating the distinct references");
+    run.progress.step("estimating the distinct references", "");
     sizing::distinct_estimate(references.clone(), rows).await
 }

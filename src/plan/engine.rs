@@ -67,8 +67,9 @@ impl Engine {
         let Engine::Local { spill, .. } = self else {
             return Ok(None);
         };
-        run.progress.step("fingerprinting the references");
-        *spill = spill::fingerprint_references(references.clone(), &run.job.run_id).await?;
+        run.progress.step("fingerprinting the references", "rows");
+        *spill = spill::fingerprint_references(references.clone(), &run.job.run_id, run.progress)
+            .await?;
         Ok(spill.as_ref().map(Fingerprinted::distinct))
     }
 
@@ -153,7 +154,7 @@ impl Engine {
             }
             Engine::Cluster { .. } => {
                 if exact {
-                    run.progress.step("counting references");
+                    run.progress.step("counting references", "");
                     let c = cluster::count_references(references.clone()).await?;
                     summary.counts.reference_count = c.ids;
                     summary.counts.null_reference_count = c.rows - c.ids;
@@ -163,7 +164,7 @@ impl Engine {
                     return Ok(Vec::new());
                 }
                 run.progress
-                    .step("verifying candidates against every reference");
+                    .step("verifying candidates against every reference", "");
                 let c = &summary.counts;
                 cluster::verify(
                     run.dir,

@@ -103,8 +103,10 @@ pub(super) async fn verify(
     };
     let references_needed = match (&fingerprints, &spill) {
         (Some(set), Some(spill)) => {
-            run.progress
-                .step("verifying candidates against every reference's fingerprint");
+            run.progress.step(
+                "verifying candidates against every reference's fingerprint",
+                "",
+            );
             verify::spill_matches(spill, set).await? > 0
         }
         _ => true,
@@ -114,7 +116,7 @@ pub(super) async fn verify(
         return Ok(Vec::new());
     }
     run.progress
-        .step("verifying candidates against every reference");
+        .step("verifying candidates against every reference", "");
     let distinct = exact.then(|| {
         let rows = summary.sources.iter().map(|s| s.id_values()).sum();
         let seed = FilterParams::seed_from_salt(&job.salt);

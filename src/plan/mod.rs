@@ -183,7 +183,7 @@ async fn mark(run: &Run<'_>, engine: &mut Engine, summary: &mut PlanSummary) -> 
     };
 
     let started = Instant::now();
-    run.progress.step("listing and probing blobs");
+    run.progress.step("listing and probing blobs", "blobs");
     let verifying = job.strategy == Strategy::Bloom && job.verify != Verify::Off;
     let probed = engine.probe(run, lookup, verifying).await?;
     summary.counts.add(probed.counts);
@@ -208,7 +208,7 @@ async fn open_sources(
     engine: &Engine,
     summary: &mut PlanSummary,
 ) -> Result<Vec<OpenedSource>> {
-    run.progress.step("checking reference sources");
+    run.progress.step("checking reference sources", "");
     let mut sources = Vec::new();
     let mut snapshots = Snapshots::default();
     for spec in &run.job.references {

@@ -14,6 +14,7 @@ mod fault_proxy;
 mod fuzz;
 mod incremental;
 mod layout;
+mod operators;
 mod postgres;
 mod properties;
 mod s3;

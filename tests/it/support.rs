@@ -150,7 +150,9 @@ impl Fixture {
             .args(args)
             .arg("--report")
             .arg(&report)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,blobgc=info")
+            // A dry run's plan and a run's spill stay within the fixture.
+            .env("TMPDIR", self.dir.path())
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();

@@ -1,34 +1,40 @@
 //! The `blobgc` command line (README, "Command line"): `run`, `plan`, `sweep`, `purge`,
 //! `restore`, `incremental`, `uploads`, and the cluster's `scheduler` and `executor`.
 //!
-//! stdout carries only the JSON report, as its last line; people read stderr.
+//! stdout carries only the JSON report, as its last line (`show` its listing); people read stderr,
+//! where progress and logs go (`output.rs`).
+
+mod output;
 
 use crate::cluster::process::{ExecutorArgs, SchedulerArgs};
 use crate::error::{Error, Result};
+use crate::explain::explain;
+use crate::generation::GenerationRule;
 use crate::generation::parse_duration;
 use crate::incremental::{self, IncrementalArgs};
-use crate::job::{JobArgs, parse_now};
+use crate::job::{Job, JobArgs, parse_now};
 use crate::lease::Lease;
 use crate::outcome::Printed;
 use crate::plan::plan;
 use crate::plan_dir::PlanDir;
 use crate::plan_root::PlanRoot;
-use crate::progress::{Event, Progress};
+use crate::progress::Progress;
 use crate::quarantine::{self, Quarantine};
 use crate::report::Report;
 use crate::run::{
     Cluster, give_back, keep_alive, new_plan_dir, plan_dir_or_temporary, plan_root,
     remove_temporary, run_until, sweep_plan, take_lease,
 };
+use crate::show::{Format, ShowOptions, SortBy, show};
 use crate::store::{Location, S3Options};
 use crate::summary::PlanSummary;
 use crate::sweep::SweepOptions;
 use crate::uploads::{self, UploadsArgs};
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use output::{Output, OutputArgs, refused};
+use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::pin::Pin;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -41,6 +47,8 @@ use tokio::sync::watch;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +66,12 @@ enum Command {
     },
     /// Execute a plan's deletion batches, or resume an interrupted sweep.
     Sweep(SweepArgs),
+    /// List a plan's candidates (size, family, generation) and their totals by generation and
+    /// by family: what its sweep would delete.
+    Show(ShowArgs),
+    /// Why one blob is kept or deleted: its generation rule, the sources naming it, and what a
+    /// plan did with it (read from the inputs; nothing is written).
+    Explain(ExplainArgs),
     /// Write a job's reference sources (database tables included) as Parquet, with a manifest.
     Export {
         #[command(flatten)]
@@ -143,6 +157,37 @@ struct RestoreArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// The blob id to explain.
+    #[arg(long, value_name = "BLOB_ID")]
+    id: String,
+    /// A plan (of `blobgc plan` or a run): whether it selected the id, whether its sweep
+    /// deleted it, and its generation rule instead of the job's.
+    #[arg(long, value_name = "DIR")]
+    plan: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ShowArgs {
+    /// The plan directory (of `blobgc plan`, or kept by a dry or partial `run`).
+    #[arg(long, value_name = "DIR")]
+    plan: String,
+    /// table: aligned, then the totals; csv and ndjson: the candidates only (totals on stderr).
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+    /// List this many candidates at most (the totals count them all).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// size: largest first; generation: oldest first. Default: the plan's order, streamed.
+    #[arg(long, value_enum)]
+    sort: Option<SortBy>,
+    #[command(flatten)]
+    s3: S3Options,
+}
+
+#[derive(Debug, clap::Args)]
 struct SweepArgs {
     /// The plan directory written by `blobgc plan` (or kept by a partial `run`).
     #[arg(long, value_name = "DIR")]
@@ -182,10 +227,7 @@ fn serve(runtime: &tokio::runtime::Runtime, command: Command) -> i32 {
     };
     match served {
         Ok(()) => 0,
-        Err(e) => {
-            eprintln!("blobgc: error: {e}");
-            e.exit_code()
-        }
+        Err(e) => refused(&e),
     }
 }
 
@@ -193,92 +235,134 @@ fn serve(runtime: &tokio::runtime::Runtime, command: Command) -> i32 {
 pub fn main() -> i32 {
     crate::allocator::tune();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                // Cluster processes are services: operators read what they do.
-                match cli.command {
-                    Command::Scheduler(_) | Command::Executor(_) => "info".into(),
-                    _ => "warn".into(),
-                }
-            }),
-        )
-        .init();
+    let service = matches!(cli.command, Command::Scheduler(_) | Command::Executor(_));
+    let output = match Output::start(cli.output, service) {
+        Ok(output) => output,
+        Err(e) => return refused(&e),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("blobgc: error: cannot start the runtime: {e}");
-            return 1;
-        }
+        Err(e) => return refused(&Error::runtime(format!("cannot start the runtime: {e}"))),
     };
-    if matches!(cli.command, Command::Scheduler(_) | Command::Executor(_)) {
+    if service {
         return serve(&runtime, cli.command);
     }
-    match runtime.block_on(dispatch(cli.command)) {
-        Ok((report, report_file)) => {
-            eprint!("{}", report.human);
-            let json = report.json;
-            let written =
-                report_file.map(|f| std::fs::write(&f, format!("{json}\n")).map_err(|e| (f, e)));
-            println!("{json}");
-            if let Some(Err((f, e))) = written {
-                eprintln!(
-                    "blobgc: error: cannot write the report to {}: {e}",
-                    f.display()
-                );
-                return 1;
-            }
-            report.exit_code
-        }
-        Err(e) => {
-            eprintln!("blobgc: error: {e}");
-            // Ballista's word for a job its scheduler cancelled: say why that happens.
-            if e.to_string().contains("failed: Cancelled") {
-                eprintln!(
-                    "blobgc: the cluster's scheduler cancelled that job: it made no task progress \
-                     for the scheduler's --stall-timeout (its log names the job's stage), or it \
-                     was cancelled by hand; nothing was deleted by a plan that did not complete"
-                );
-            }
-            e.exit_code()
+    let command = match cli.command {
+        Command::Show(args) => return runtime.block_on(show_plan(args, &output)),
+        command => command,
+    };
+    let name = command.name();
+    runtime.block_on(async {
+        // Options that do not resolve are refused without a report: there was no run.
+        let prepared = match prepare(command, &output) {
+            Ok(prepared) => prepared,
+            Err(e) => return refused(&e),
+        };
+        let printed = prepared.work.await.unwrap_or_else(|e| failed(&e));
+        output.finish(name, printed, prepared.report).await
+    })
+}
+
+/// The report of a command that failed, with a word on Ballista's cancelled jobs.
+fn failed(e: &Error) -> Printed {
+    let mut printed = Printed::failed(e);
+    if e.to_string().contains("failed: Cancelled") {
+        printed.human += "blobgc: the cluster's scheduler cancelled that job: it made no task \
+            progress for the scheduler's --stall-timeout (its log names the job's stage), or it \
+            was cancelled by hand; nothing was deleted by a plan that did not complete\n";
+    }
+    printed
+}
+
+/// A command whose options resolved: where its report goes, and its work.
+struct Prepared {
+    report: Option<PathBuf>,
+    work: Pin<Box<dyn Future<Output = Result<Printed>>>>,
+}
+
+impl Prepared {
+    fn new(
+        report: Option<PathBuf>,
+        work: impl Future<Output = Result<Printed>> + 'static,
+    ) -> Result<Prepared> {
+        Ok(Prepared {
+            report,
+            work: Box::pin(work),
+        })
+    }
+}
+
+impl Command {
+    /// The command's name, as its metrics are labelled.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Plan { .. } => "plan",
+            Command::Sweep(_) => "sweep",
+            Command::Show(_) => "show",
+            Command::Explain(_) => "explain",
+            Command::Export { .. } => "export",
+            Command::Incremental(_) => "incremental",
+            Command::Uploads(_) => "uploads",
+            Command::Purge(_) => "purge",
+            Command::Restore(_) => "restore",
+            Command::Unlock(_) => "unlock",
+            Command::Scheduler(_) => "scheduler",
+            Command::Executor(_) => "executor",
         }
     }
 }
 
-async fn dispatch(command: Command) -> Result<(Printed, Option<PathBuf>)> {
+fn prepare(command: Command, output: &Output) -> Result<Prepared> {
     match command {
         Command::Run(args) => {
             let job = args.resolve(chrono::Utc::now)?;
-            let report = run_until(&job, &progress(), Some(stop_on_signals())).await?;
-            Ok((Printed::of(&report), job.report))
+            let progress = output.progress();
+            Prepared::new(job.report.clone(), async move {
+                let report = run_until(&job, &progress, Some(stop_on_signals())).await?;
+                Ok(Printed::of(&report))
+            })
         }
-        Command::Plan { job, out } => plan_only(job, out).await,
-        Command::Sweep(args) => sweep_only(args).await,
+        Command::Plan { job, out } => {
+            let job = job.resolve(chrono::Utc::now)?;
+            let progress = output.progress();
+            Prepared::new(job.report.clone(), plan_only(job, out, progress))
+        }
+        Command::Sweep(args) => {
+            let report = args.report.clone();
+            let progress = output.progress();
+            Prepared::new(report, sweep_only(args, progress))
+        }
         Command::Incremental(args) => {
             let (job, plan_dir, report) = args.resolve()?;
-            let s3 = &job.sweep.s3;
-            let (dir, temporary) =
-                plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
-            let mut out = incremental::run(&job, &dir, &progress()).await?;
-            if remove_temporary(temporary, out.status) {
-                out.plan = format!("{} (temporary, removed)", out.plan);
-            }
-            Ok((Printed::of(&out), report))
+            let progress = output.progress();
+            Prepared::new(report, async move {
+                let s3 = &job.sweep.s3;
+                let (dir, temporary) =
+                    plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
+                let mut out = incremental::run(&job, &dir, &progress).await?;
+                if remove_temporary(temporary, out.status) {
+                    out.plan = format!("{} (temporary, removed)", out.plan);
+                }
+                Ok(Printed::of(&out))
+            })
         }
         Command::Uploads(args) => {
             let (job, plan_dir, report) = args.resolve()?;
-            let s3 = &job.sweep.s3;
-            let (dir, temporary) =
-                plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
-            let mut out = uploads::run(&job, &dir, &progress()).await?;
-            if remove_temporary(temporary, out.status) {
-                out.plan = format!("{} (temporary, removed)", out.plan);
-            }
-            Ok((Printed::of(&out), report))
+            let progress = output.progress();
+            Prepared::new(report, async move {
+                let s3 = &job.sweep.s3;
+                let (dir, temporary) =
+                    plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
+                let mut out = uploads::run(&job, &dir, &progress).await?;
+                if remove_temporary(temporary, out.status) {
+                    out.plan = format!("{} (temporary, removed)", out.plan);
+                }
+                Ok(Printed::of(&out))
+            })
         }
         Command::Purge(args) => {
             let older_than =
@@ -288,37 +372,97 @@ async fn dispatch(command: Command) -> Result<(Printed, Option<PathBuf>)> {
                 None => chrono::Utc::now(),
             };
             let q = Quarantine::parse(&args.quarantine, &args.s3)?;
-            let report = quarantine::purge(&q, older_than, now).await?;
-            Ok((Printed::of(&report), args.report))
+            Prepared::new(args.report, async move {
+                let report = quarantine::purge(&q, older_than, now).await?;
+                Ok(Printed::of(&report))
+            })
         }
         Command::Restore(args) => {
             let q = Quarantine::parse(&args.quarantine, &args.s3)?;
             let store = Location::parse_store(&args.store, "--store", &args.s3)?;
-            let report = quarantine::restore(&q, &store, args.run.as_deref(), &args.ids).await?;
-            Ok((Printed::of(&report), args.report))
+            Prepared::new(args.report, async move {
+                let run = args.run.as_deref();
+                let report = quarantine::restore(&q, &store, run, &args.ids).await?;
+                Ok(Printed::of(&report))
+            })
         }
         Command::Export { job, out } => {
             let (sources, s3) = job.sources()?;
-            let report = crate::export::export(&sources, &out, &s3).await?;
-            Ok((Printed::of(&report), job.report))
+            Prepared::new(job.report, async move {
+                let report = crate::export::export(&sources, &out, &s3).await?;
+                Ok(Printed::of(&report))
+            })
         }
         Command::Unlock(args) => {
             let root = PlanRoot::parse(&args.plan_root, &args.s3)?;
             let store = Location::parse_store(&args.store, "--store", &args.s3)?.url();
-            let now = chrono::Utc::now();
-            let report =
-                crate::lease::unlock(&root, &store, args.run.as_deref(), args.force, now).await?;
-            Ok((Printed::of(&report), args.report))
+            Prepared::new(args.report, async move {
+                let now = chrono::Utc::now();
+                let run = args.run.as_deref();
+                let report = crate::lease::unlock(&root, &store, run, args.force, now).await?;
+                Ok(Printed::of(&report))
+            })
         }
-        Command::Scheduler(_) | Command::Executor(_) => Err(Error::usage(
-            "scheduler and executor are processes, not jobs",
-        )),
+        Command::Explain(args) => {
+            let job = args.job.resolve(chrono::Utc::now)?;
+            let plan = args
+                .plan
+                .map(|p| Location::parse(&p, "--plan", &job.s3).map(PlanDir::new))
+                .transpose()?;
+            // The job file's report is its runs': an explanation never replaces it.
+            Prepared::new(None, async move {
+                let rule = match &plan {
+                    Some(dir) => dir.read_summary().await?.selection.rule(),
+                    None => None,
+                };
+                let rule = match rule {
+                    Some(rule) => rule,
+                    None => {
+                        GenerationRule::new(job.family, job.generation_duration_seconds, job.now)?
+                    }
+                };
+                let ctx = crate::session::local(job.partitions, &job.s3)?;
+                let explained =
+                    explain(&ctx, &args.id, rule, &job.references, plan.as_ref()).await?;
+                Ok(Printed::of(&explained))
+            })
+        }
+        Command::Scheduler(_) | Command::Executor(_) | Command::Show(_) => {
+            Err(Error::usage("scheduler, executor and show are not jobs"))
+        }
+    }
+}
+
+/// `blobgc show`: the listing on stdout, the totals after it (table) or on stderr.
+async fn show_plan(args: ShowArgs, output: &Output) -> i32 {
+    let options = ShowOptions {
+        format: args.format,
+        limit: args.limit,
+        sort: args.sort,
+    };
+    let listed = async {
+        let dir = PlanDir::new(Location::parse(&args.plan, "--plan", &args.s3)?);
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let totals = show(&dir, &options, &mut out).await?;
+        match args.format {
+            Format::Table => {
+                let text = format!("\n{}", totals.human());
+                out.write_all(text.as_bytes())
+                    .and_then(|()| out.flush())
+                    .map_err(|e| Error::runtime(format!("writing the totals: {e}")))?;
+            }
+            Format::Csv | Format::Ndjson => output.say(&totals.human()),
+        }
+        Ok(())
+    };
+    match listed.await {
+        Ok(()) => 0,
+        Err(e) => refused(&e),
     }
 }
 
 /// `blobgc plan`: the mark phase only, into `--out` or the plan root's directory of the run.
-async fn plan_only(args: JobArgs, out: Option<String>) -> Result<(Printed, Option<PathBuf>)> {
-    let job = args.resolve(chrono::Utc::now)?;
+async fn plan_only(job: Job, out: Option<String>, progress: Progress) -> Result<Printed> {
     let root = plan_root(&job)?;
     let dir = match (&out, &root) {
         (Some(out), _) => new_plan_dir(out, "--out", &job.s3).await?,
@@ -330,14 +474,14 @@ async fn plan_only(args: JobArgs, out: Option<String>) -> Result<(Printed, Optio
         }
     };
     let lease = take_lease(&job, root.as_ref()).await?;
-    let planned = plan(&job, &dir, &progress()).await;
+    let planned = plan(&job, &dir, &progress).await;
     let summary = give_back(lease, planned).await?;
     let report = Report::new(&summary, dir.location.url(), None, true);
-    Ok((Printed::of(&report), job.report))
+    Ok(Printed::of(&report))
 }
 
 /// `blobgc sweep`: executes or resumes a plan, as the same run (and lease) as its plan.
-async fn sweep_only(args: SweepArgs) -> Result<(Printed, Option<PathBuf>)> {
+async fn sweep_only(args: SweepArgs, progress: Progress) -> Result<Printed> {
     let file: JobArgs = match &args.job {
         Some(path) => crate::options::read_job_file(path)?,
         None => JobArgs::default(),
@@ -363,11 +507,11 @@ async fn sweep_only(args: SweepArgs) -> Result<(Printed, Option<PathBuf>)> {
         scheduler: args.scheduler.clone(),
         partitions: args.partitions.unwrap_or_else(crate::options::partitions),
     };
-    let swept = sweep_plan(&dir, &options, &on, &progress()).await;
+    let swept = sweep_plan(&dir, &options, &on, &progress).await;
     drop(kept);
     let (summary, metrics) = give_back(lease, swept).await?;
     let report = Report::new(&summary, dir.location.url(), Some(&metrics), false);
-    Ok((Printed::of(&report), args.report))
+    Ok(Printed::of(&report))
 }
 
 /// The lease of the run that made `planned`, under its plan root.
@@ -407,36 +551,4 @@ fn stop_on_signals() -> watch::Receiver<bool> {
         }
     });
     stopped
-}
-
-fn visible(pb: ProgressBar) -> ProgressBar {
-    if std::io::stderr().is_terminal() {
-        pb.set_draw_target(ProgressDrawTarget::stderr());
-        pb
-    } else {
-        ProgressBar::hidden()
-    }
-}
-
-/// Progress drawn on stderr when it is a terminal: a spinner with the step and the listed
-/// blobs probed, then a bar of the batches deleted once a sweep says how many there are.
-fn progress() -> Progress {
-    let pb = visible(ProgressBar::new_spinner());
-    let style = |template| ProgressStyle::with_template(template).ok();
-    if let Some(s) = style("{spinner} {msg}: {human_pos} blobs probed ({elapsed})") {
-        pb.set_style(s);
-    }
-    pb.enable_steady_tick(Duration::from_millis(200));
-    let bar = style("deleting {bar:30} {pos}/{len} batches ({elapsed}, eta {eta})");
-    Progress::new(move |event| match event {
-        Event::Step(what) => pb.set_message(what.to_string()),
-        Event::Total(units) => {
-            if let Some(bar) = &bar {
-                pb.set_style(bar.clone());
-            }
-            pb.set_length(units);
-            pb.set_position(0);
-        }
-        Event::Advance(units) => pb.inc(units),
-    })
 }
