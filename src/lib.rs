@@ -31,6 +31,7 @@ mod frame;
 pub(crate) mod functions;
 pub mod generation;
 mod guards;
+pub mod html;
 pub mod incremental;
 pub mod job;
 pub(crate) mod lease;

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::filter::{Sharded, StoredFilter};
 use crate::listing::{BLOB_ID, SIZE};
 use crate::store::Location;
-use crate::summary::PlanSummary;
+use crate::summary::{ByGeneration, PlanSummary};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Int64Type, SchemaRef};
@@ -252,6 +252,8 @@ pub struct BatchWriter {
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     pub written: Vec<String>,
+    /// What the rows pushed add up to, by generation.
+    pub generations: ByGeneration,
 }
 
 impl BatchWriter {
@@ -264,6 +266,7 @@ impl BatchWriter {
             pending: Vec::new(),
             pending_rows: 0,
             written: Vec::new(),
+            generations: ByGeneration::default(),
         }
     }
 
@@ -274,6 +277,11 @@ impl BatchWriter {
         }
         let ids = cast(rows.column(0), &DataType::Utf8)?;
         let sizes = cast(rows.column(1), &DataType::Int64)?;
+        let sized = sizes.as_primitive::<Int64Type>().iter();
+        for (id, size) in ids.as_string::<i32>().iter().zip(sized) {
+            let size = size.unwrap_or(0).max(0) as u64;
+            self.generations.add(id.unwrap_or_default(), size);
+        }
         self.pending_rows += rows.num_rows();
         self.pending.push(RecordBatch::try_new(
             Arc::clone(&self.schema),

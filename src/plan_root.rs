@@ -31,28 +31,38 @@ impl PlanRoot {
 
     /// The newest planned run against `store` other than `run_id`, if any.
     pub async fn previous(&self, store: &str, run_id: &str) -> Result<Option<PlanSummary>> {
+        let runs = self.runs().await?;
+        Ok(runs.into_iter().rev().find_map(|(_, summary)| {
+            let baseline = summary.status == PlanStatus::Planned
+                && summary.store == store
+                && summary.run_id != run_id;
+            baseline.then_some(summary)
+        }))
+    }
+
+    /// Every run with a readable summary, oldest first, with its plan directory. A run without
+    /// one crashed while planning: it has no history to tell.
+    pub async fn runs(&self) -> Result<Vec<(PlanDir, PlanSummary)>> {
         let listed = self
             .location
             .store
             .list_with_delimiter(Some(&self.location.path))
             .await
             .map_err(|e| Error::runtime(format!("listing the plan root {}: {e}", self.location)))?;
-        let mut runs: Vec<String> = listed
+        let mut names: Vec<String> = listed
             .common_prefixes
             .iter()
             .filter_map(|p| p.filename().map(str::to_string))
-            .filter(|name| name != run_id && name != LEASES)
+            .filter(|name| name != LEASES)
             .collect();
-        runs.sort_unstable_by(|a, b| b.cmp(a));
-        for run in runs {
-            // A run without a readable summary crashed while planning: it is no baseline.
-            let Ok(summary) = self.plan_dir(&run)?.read_summary().await else {
-                continue;
-            };
-            if summary.status == PlanStatus::Planned && summary.store == store {
-                return Ok(Some(summary));
+        names.sort_unstable();
+        let mut runs = Vec::new();
+        for name in names {
+            let dir = self.plan_dir(&name)?;
+            if let Ok(summary) = dir.read_summary().await {
+                runs.push((dir, summary));
             }
         }
-        Ok(None)
+        Ok(runs)
     }
 }

@@ -1,20 +1,26 @@
 //! The run report (README, "Report and exit codes"): JSON for orchestrators, a few lines for people.
 
+use crate::error::Result;
 use crate::outcome::Outcome;
 pub use crate::outcome::Status;
+use crate::plan_dir::PlanDir;
 use crate::summary::{PlanCounts, PlanStatus, PlanSummary, Selection};
 use crate::sweep::{FailedBatch, SweepMetrics};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub run_id: String,
     pub status: Status,
     pub abort_reason: Option<String>,
     pub dry_run: bool,
     pub store: String,
     pub plan: String,
     pub reference_source_count: usize,
+    /// Each source's rows, by name: what the source-shrink breaker compares between runs.
+    pub source_rows: BTreeMap<String, u64>,
     /// `reference_count`, `blob_count`, `eligible_blob_count`, `candidate_count`, ...
     #[serde(flatten)]
     pub counts: PlanCounts,
@@ -76,12 +82,18 @@ impl Report {
             Selection::Table => (0, 0, 0),
         };
         Report {
+            run_id: plan.run_id.clone(),
             status,
             abort_reason: plan.abort_reason.clone(),
             dry_run,
             store: plan.store.clone(),
             plan: plan_location,
             reference_source_count: plan.sources.len(),
+            source_rows: plan
+                .sources
+                .iter()
+                .map(|s| (s.spec.name.clone(), s.rows))
+                .collect(),
             counts: plan.counts.clone(),
             gced_blob_count: s.gced_blob_count,
             gced_bytes: s.gced_bytes,
@@ -116,6 +128,34 @@ impl Report {
                 + plan.verify_seconds
                 + s.sweep_seconds,
         }
+    }
+}
+
+impl Report {
+    /// The report of the plan in `dir` as it stands: what it planned, and what its sweeps
+    /// deleted so far (from the batches' done markers).
+    pub async fn of_plan(dir: &PlanDir) -> Result<Report> {
+        let summary = dir.read_summary().await?;
+        let done = dir.done().await?;
+        let swept: Vec<String> = summary
+            .batches
+            .iter()
+            .filter(|b| done.contains(*b))
+            .cloned()
+            .collect();
+        let outcome = dir.outcomes(&swept).await?;
+        let metrics = SweepMetrics {
+            batch_count: summary.batches.len() as u64,
+            gced_blob_count: outcome.deleted,
+            gced_bytes: outcome.bytes,
+            ..SweepMetrics::default()
+        };
+        Ok(Report::new(
+            &summary,
+            dir.location.url(),
+            Some(&metrics),
+            false,
+        ))
     }
 }
 

@@ -15,6 +15,7 @@
 use crate::blob_id::BlobId;
 use crate::error::{Error, Result};
 use crate::plan_dir::PlanDir;
+use crate::summary::ByGeneration;
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -82,44 +83,42 @@ pub struct Count {
     pub bytes: u64,
 }
 
-impl Count {
-    fn add(&mut self, size: u64) {
-        self.candidates += 1;
-        self.bytes += size;
-    }
-}
-
 /// What a plan's candidates add up to.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Totals {
     pub all: Count,
-    /// By (family, generation); ids that parse to none are under neither.
-    pub by_generation: BTreeMap<(u32, u64), Count>,
-    pub by_family: BTreeMap<u32, Count>,
+    /// Ids that parse to no generation are counted in `all` only.
+    pub by_generation: ByGeneration,
 }
 
 impl Totals {
     fn add(&mut self, c: &Candidate) {
-        self.all.add(c.size);
-        if let (Some(family), Some(generation)) = (c.family, c.generation) {
-            self.by_generation
-                .entry((family, generation))
-                .or_default()
-                .add(c.size);
-            self.by_family.entry(family).or_default().add(c.size);
+        self.all.candidates += 1;
+        self.all.bytes += c.size;
+        self.by_generation.add(&c.blob_id, c.size);
+    }
+
+    /// By family, from the counts by generation.
+    pub fn by_family(&self) -> BTreeMap<u32, Count> {
+        let mut families = BTreeMap::<u32, Count>::new();
+        for g in self.by_generation.counts() {
+            let f = families.entry(g.family).or_default();
+            f.candidates += g.candidates;
+            f.bytes += g.bytes;
         }
+        families
     }
 
     /// The totals for people: by generation, by family, and in all.
     pub fn human(&self) -> String {
         let mut out = String::from("family generation candidates bytes\n");
-        for ((family, generation), c) in &self.by_generation {
+        for g in self.by_generation.counts() {
             out += &format!(
-                "{family:>6} {generation:>10} {:>10} {}\n",
-                c.candidates, c.bytes
+                "{:>6} {:>10} {:>10} {}\n",
+                g.family, g.generation, g.candidates, g.bytes
             );
         }
-        for (family, c) in &self.by_family {
+        for (family, c) in &self.by_family() {
             out += &format!(
                 "{family:>6} {:>10} {:>10} {}\n",
                 "all", c.candidates, c.bytes
@@ -380,27 +379,15 @@ mod tests {
         rows.push(Candidate::new("legacy".into(), 7));
         rows.push(Candidate::new("a/b".into(), 1));
         rows.iter().for_each(|c| t.add(c));
+        let count = |candidates, bytes| Count { candidates, bytes };
+        assert_eq!(t.all, count(8, 1008));
+        let g = t.by_generation.counts();
+        assert_eq!((g[0].family, g[0].generation, g[0].candidates), (0, 0, 1));
         assert_eq!(
-            t.all,
-            Count {
-                candidates: 8,
-                bytes: 1008
-            }
+            (g[1].family, g[1].generation, g[1].candidates, g[1].bytes),
+            (1, 10, 2, 300)
         );
-        assert_eq!(
-            t.by_generation[&(1, 10)],
-            Count {
-                candidates: 2,
-                bytes: 300
-            }
-        );
-        assert_eq!(
-            t.by_family[&0],
-            Count {
-                candidates: 1,
-                bytes: 7
-            }
-        );
-        assert_eq!(t.by_family[&1].candidates, 6);
+        assert_eq!(t.by_family()[&0], count(1, 7));
+        assert_eq!(t.by_family()[&1].candidates, 6);
     }
 }

@@ -6,12 +6,14 @@
 //! ([`Selection`]). The sweep re-applies the generation rule to every id of a batch only when
 //! the plan selected by it.
 
+use crate::blob_id::BlobId;
 use crate::filter::FilterParams;
 use crate::generation::GenerationRule;
 use crate::references::SourceSpec;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 /// How many malformed ids a plan names.
 pub const MALFORMED_EXAMPLES: usize = 5;
@@ -194,6 +196,62 @@ pub struct PlanCounts {
     pub future_id_count: u64,
     #[serde(default)]
     pub future_ids: Vec<String>,
+    /// The candidates by the family and generation their ids parse to (ids that parse to none
+    /// are counted in `candidate_count` only).
+    #[serde(default)]
+    pub candidates_by_generation: Vec<GenerationCount>,
+}
+
+/// Candidates and their bytes, of one generation of one family.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationCount {
+    pub family: u32,
+    pub generation: u64,
+    pub candidates: u64,
+    pub bytes: u64,
+}
+
+/// Candidates counted by (family, generation), as they are written or listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ByGeneration(BTreeMap<(u32, u64), (u64, u64)>);
+
+impl ByGeneration {
+    /// Counts a candidate; false when its id parses to no generation.
+    pub fn add(&mut self, id: &str, size: u64) -> bool {
+        let Ok(parsed) = BlobId::parse(id) else {
+            return false;
+        };
+        let c = self
+            .0
+            .entry((parsed.family, parsed.generation))
+            .or_default();
+        c.0 += 1;
+        c.1 += size;
+        true
+    }
+
+    pub fn merge(&mut self, counts: &[GenerationCount]) {
+        for g in counts {
+            let c = self.0.entry((g.family, g.generation)).or_default();
+            c.0 += g.candidates;
+            c.1 += g.bytes;
+        }
+    }
+
+    /// The counts, by family then generation.
+    pub fn counts(&self) -> Vec<GenerationCount> {
+        self.0
+            .iter()
+            .map(
+                |(&(family, generation), &(candidates, bytes))| GenerationCount {
+                    family,
+                    generation,
+                    candidates,
+                    bytes,
+                },
+            )
+            .collect()
+    }
 }
 
 impl PlanCounts {
@@ -207,6 +265,10 @@ impl PlanCounts {
         self.candidate_bytes += o.candidate_bytes;
         self.referenced_blob_count += o.referenced_blob_count;
         self.future_id_count += o.future_id_count;
+        let mut generations = ByGeneration::default();
+        generations.merge(&self.candidates_by_generation);
+        generations.merge(&o.candidates_by_generation);
+        self.candidates_by_generation = generations.counts();
         for (mine, theirs) in [
             (&mut self.malformed_ids, o.malformed_ids),
             (&mut self.future_ids, o.future_ids),

@@ -47,6 +47,7 @@ pub async fn write(dir: &PlanDir, plan: TablePlan<'_>) -> Result<PlanSummary> {
         counts: PlanCounts {
             candidate_count: plan.candidates.len() as u64,
             candidate_bytes,
+            candidates_by_generation: writer.generations.counts(),
             ..plan.counts
         },
         batch_size: plan.batch_size,

@@ -1,5 +1,6 @@
 //! The `blobgc` command line (README, "Command line"): `run`, `plan`, `sweep`, `purge`,
-//! `restore`, `incremental`, `uploads`, and the cluster's `scheduler` and `executor`.
+//! `restore`, `incremental`, `uploads`; an operator's `show`, `explain` and `report`; and the
+//! cluster's `scheduler` and `executor`.
 //!
 //! stdout carries only the JSON report, as its last line (`show` its listing); people read stderr,
 //! where progress and logs go (`output.rs`).
@@ -72,6 +73,8 @@ enum Command {
     /// Why one blob is kept or deleted: its generation rule, the sources naming it, and what a
     /// plan did with it (read from the inputs; nothing is written).
     Explain(ExplainArgs),
+    /// Write the HTML report (--html FILE) of a plan, or the history of a plan root's runs.
+    Report(ReportArgs),
     /// Write a job's reference sources (database tables included) as Parquet, with a manifest.
     Export {
         #[command(flatten)]
@@ -170,6 +173,23 @@ struct ExplainArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ReportArgs {
+    /// A plan directory: its plan, and what its sweeps deleted.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "plan_root",
+        conflicts_with = "plan_root"
+    )]
+    plan: Option<String>,
+    /// A plan root: every run under it, over time.
+    #[arg(long, value_name = "URL")]
+    plan_root: Option<String>,
+    #[command(flatten)]
+    s3: S3Options,
+}
+
+#[derive(Debug, clap::Args)]
 struct ShowArgs {
     /// The plan directory (of `blobgc plan`, or kept by a dry or partial `run`).
     #[arg(long, value_name = "DIR")]
@@ -252,6 +272,7 @@ pub fn main() -> i32 {
     }
     let command = match cli.command {
         Command::Show(args) => return runtime.block_on(show_plan(args, &output)),
+        Command::Report(args) => return runtime.block_on(html_report(args, &output)),
         command => command,
     };
     let name = command.name();
@@ -304,6 +325,7 @@ impl Command {
             Command::Sweep(_) => "sweep",
             Command::Show(_) => "show",
             Command::Explain(_) => "explain",
+            Command::Report(_) => "report",
             Command::Export { .. } => "export",
             Command::Incremental(_) => "incremental",
             Command::Uploads(_) => "uploads",
@@ -427,9 +449,45 @@ fn prepare(command: Command, output: &Output) -> Result<Prepared> {
                 Ok(Printed::of(&explained))
             })
         }
-        Command::Scheduler(_) | Command::Executor(_) | Command::Show(_) => {
-            Err(Error::usage("scheduler, executor and show are not jobs"))
+        Command::Scheduler(_) | Command::Executor(_) | Command::Show(_) | Command::Report(_) => {
+            Err(Error::usage(
+                "scheduler, executor, show and report are not jobs",
+            ))
         }
+    }
+}
+
+/// `blobgc report`: the HTML page of a plan, or of a plan root's history.
+async fn html_report(args: ReportArgs, output: &Output) -> i32 {
+    let written = async {
+        let file = output
+            .html
+            .as_ref()
+            .ok_or_else(|| Error::usage("blobgc report writes --html FILE: give it"))?;
+        let page = match (&args.plan, &args.plan_root) {
+            (Some(plan), _) => {
+                let dir = PlanDir::new(Location::parse(plan, "--plan", &args.s3)?);
+                let report = Report::of_plan(&dir).await?;
+                crate::html::run_page(&serde_json::to_value(&report).map_err(Error::runtime)?)
+            }
+            (None, Some(root)) => {
+                let root = PlanRoot::parse(root, &args.s3)?;
+                let mut reports = Vec::new();
+                for (dir, _) in root.runs().await? {
+                    let report = Report::of_plan(&dir).await?;
+                    reports.push(serde_json::to_value(&report).map_err(Error::runtime)?);
+                }
+                crate::html::history_page(&root.location.to_string(), &reports)
+            }
+            (None, None) => return Err(Error::usage("--plan DIR or --plan-root URL")),
+        };
+        output::write_page(file, &page)?;
+        output.say(&format!("blobgc: wrote {}\n", file.display()));
+        Ok(())
+    };
+    match written.await {
+        Ok(()) => 0,
+        Err(e) => refused(&e),
     }
 }
 

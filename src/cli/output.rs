@@ -41,6 +41,9 @@ pub struct OutputArgs {
     /// group job="blobgc",command=COMMAND.
     #[arg(long, global = true, value_name = "URL")]
     pushgateway: Option<String>,
+    /// Write the report as a self-contained HTML page with plots to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// The output of one command, set up from [`OutputArgs`].
@@ -49,6 +52,7 @@ pub struct Output {
     interval: Duration,
     metrics_file: Option<PathBuf>,
     pushgateway: Option<String>,
+    pub html: Option<PathBuf>,
 }
 
 impl Output {
@@ -74,6 +78,7 @@ impl Output {
             interval: Duration::from_secs(interval),
             metrics_file: args.metrics_file,
             pushgateway: args.pushgateway,
+            html: args.html,
         })
     }
 
@@ -114,6 +119,11 @@ impl Output {
         }
         if let Some(file) = &self.metrics_file
             && let Err(e) = crate::metrics::write_textfile(file, command, &report, now)
+        {
+            tracing::warn!("{e}");
+        }
+        if let Some(file) = &self.html
+            && let Err(e) = write_page(file, &crate::html::run_page(&report))
         {
             tracing::warn!("{e}");
         }
@@ -260,6 +270,12 @@ fn lines(interval: Duration) -> Progress {
             (_, None) => {}
         }
     })
+}
+
+/// Writes an HTML page to `file`.
+pub fn write_page(file: &std::path::Path, page: &str) -> Result<()> {
+    std::fs::write(file, page)
+        .map_err(|e| Error::runtime(format!("writing the HTML report {}: {e}", file.display())))
 }
 
 /// The error that ends a command before it could say anything else.

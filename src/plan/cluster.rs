@@ -82,6 +82,7 @@ pub(super) async fn probe(
         writer.push(batch).await?;
     }
     writer.flush(true).await?;
+    counts.candidates_by_generation = writer.generations.counts();
     Ok(Probed {
         counts,
         batches: writer.written,

@@ -283,6 +283,7 @@ pub(super) async fn partition(
         progress.advance(batch.num_rows() as u64);
     }
     writer.flush(true).await?;
+    c.candidates_by_generation = writer.generations.counts();
     Ok(Probed {
         counts: c,
         batches: writer.written,

@@ -487,3 +487,136 @@ fn the_sample_alert_rules_load() {
         .expect("promtool (tests/setup-monitoring.sh installs it)");
     assert!(out.status.success(), "{}", text_of(&out));
 }
+
+/// Serves the files of `dir` on a free port of 127.0.0.1 and records every path asked for.
+fn serve(dir: std::path::PathBuf) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&asked);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut line = String::new();
+            if BufReader::new(&stream).read_line(&mut line).is_err() || line.is_empty() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            record.lock().unwrap().push(path.clone());
+            let body = std::fs::read(dir.join(path.trim_start_matches('/'))).unwrap_or_default();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.write_all(&body));
+        }
+    });
+    (url, asked)
+}
+
+/// Headless Chromium on `url`, offline as this machine is, with `args`; what it printed.
+fn chromium(url: &str, args: &[&str]) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .args([
+            "120",
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+        ])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+        ])
+        .args(["--disable-sync", "--no-first-run", "--disable-quic"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium (tests/setup-monitoring.sh installs it)");
+    assert!(out.status.success(), "{}", text_of(&out));
+    text(&out.stdout)
+}
+
+#[test]
+fn the_html_reports_open_in_chromium_with_their_plots_and_fetch_nothing() {
+    let f = Fixture::new();
+    let refs = store(&f);
+    let root = f.path("plans");
+    let root = root.to_str().unwrap();
+    let pages = f.path("pages");
+    std::fs::create_dir_all(&pages).unwrap();
+    let run_page = pages.join("run.html");
+    let dry = f.run(
+        T2,
+        &["--refs", &refs, ALL, "--plan-root", root, "--dry-run"],
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let html = run_page.to_str().unwrap();
+    let run = f.run(
+        T2,
+        &["--refs", &refs, ALL, "--plan-root", root, "--html", html],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    f.blobs(&["1_x_malformed"]);
+    let aborted = f.run(T2, &["--refs", &refs, ALL, "--plan-root", root]);
+    assert_eq!(aborted.code, 3);
+    let history = pages.join("history.html");
+    let report = blobgc(&[
+        "report",
+        "--plan-root",
+        root,
+        "--html",
+        history.to_str().unwrap(),
+    ]);
+    assert!(report.status.success(), "{}", text_of(&report));
+
+    let (url, asked) = serve(pages.clone());
+    let dom = chromium(&format!("{url}/run.html"), &["--dump-dom"]);
+    for plot in [
+        "candidates-by-generation",
+        "bytes-by-generation",
+        "phase-seconds",
+    ] {
+        assert!(
+            dom.contains(&format!("data-plot=\"{plot}\"")),
+            "{plot} missing: {dom}"
+        );
+    }
+    let deleted = run.u("gced_blob_count");
+    assert!(
+        dom.contains(&format!("<td>gced_blob_count</td><td>{deleted}</td>")),
+        "{dom}"
+    );
+    // Family 1 in 5 generations, family 2 in 1, legacy ids; 5 phases.
+    assert_eq!(dom.matches("<rect").count(), 7 + 7 + 5);
+
+    let dom = chromium(&format!("{url}/history.html"), &["--dump-dom"]);
+    assert_eq!(dom.matches("class=\"status ").count(), 3, "3 runs: {dom}");
+    assert!(
+        dom.contains("status aborted") && dom.contains("malformed"),
+        "{dom}"
+    );
+    assert!(dom.contains("data-plot=\"source-rows-messages\""));
+    let shot = pages.join("history.png");
+    let flag = format!("--screenshot={}", shot.display());
+    chromium(
+        &format!("{url}/history.html"),
+        &[&flag, "--window-size=1200,1600"],
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
+    let asked = asked.lock().unwrap().clone();
+    let pages = ["/run.html", "/history.html"];
+    assert!(
+        asked.iter().all(|p| pages.contains(&p.as_str())),
+        "only the pages: {asked:?}"
+    );
+}
