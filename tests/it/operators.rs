@@ -252,6 +252,41 @@ fn off_a_terminal_a_run_says_each_step_and_logs_json_on_request() {
 }
 
 #[test]
+fn a_long_step_says_how_far_it_got_every_progress_interval() {
+    let f = Fixture::new();
+    let garbage: Vec<String> = (0..20).map(|i| id(550, &format!("slow{i}"))).collect();
+    f.blobs(&garbage);
+    let refs = f.refs("messages", &[id(550, "kept")]);
+    // 20 deletions at 5 a second: a sweep of about 4 s, in 4 batches.
+    let slow = ["--batch-size", "5", "--max-deletes-per-second", "5"];
+    let mut args = vec!["--refs", refs.as_str(), ALL, "--progress-interval", "1s"];
+    args.extend(slow);
+    let out = f.run(T2, &args);
+    assert_eq!(
+        (out.code, out.u("gced_blob_count")),
+        (0, 20),
+        "{}",
+        out.stderr
+    );
+    let during = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("INFO blobgc::progress: deleting the batches: "))
+        .count();
+    assert!(
+        during >= 2,
+        "a line a second while deleting: {}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("done deleting the batches: 4/4 batches in"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn aborted_and_failed_runs_write_their_report() {
     let f = Fixture::new();
     let refs = store(&f);
