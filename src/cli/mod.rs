@@ -6,11 +6,10 @@
 //! where progress and logs go (`output.rs`).
 
 mod output;
+mod review;
 
 use crate::cluster::process::{ExecutorArgs, SchedulerArgs};
 use crate::error::{Error, Result};
-use crate::explain::explain;
-use crate::generation::GenerationRule;
 use crate::generation::parse_duration;
 use crate::incremental::{self, IncrementalArgs};
 use crate::job::{Job, JobArgs, parse_now};
@@ -26,14 +25,13 @@ use crate::run::{
     Cluster, give_back, keep_alive, new_plan_dir, plan_dir_or_temporary, plan_root,
     remove_temporary, run_until, sweep_plan, take_lease,
 };
-use crate::show::{Format, ShowOptions, SortBy, show};
 use crate::store::{Location, S3Options};
 use crate::summary::PlanSummary;
 use crate::sweep::SweepOptions;
 use crate::uploads::{self, UploadsArgs};
 use clap::{Parser, Subcommand};
 use output::{Output, OutputArgs, refused};
-use std::io::Write;
+use review::{ExplainArgs, ReportArgs, ShowArgs};
 use std::path::PathBuf;
 use std::pin::Pin;
 use tokio::signal::unix::{SignalKind, signal};
@@ -160,54 +158,6 @@ struct RestoreArgs {
 }
 
 #[derive(Debug, clap::Args)]
-struct ExplainArgs {
-    #[command(flatten)]
-    job: JobArgs,
-    /// The blob id to explain.
-    #[arg(long, value_name = "BLOB_ID")]
-    id: String,
-    /// A plan (of `blobgc plan` or a run): whether it selected the id, whether its sweep
-    /// deleted it, and its generation rule instead of the job's.
-    #[arg(long, value_name = "DIR")]
-    plan: Option<String>,
-}
-
-#[derive(Debug, clap::Args)]
-struct ReportArgs {
-    /// A plan directory: its plan, and what its sweeps deleted.
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "plan_root",
-        conflicts_with = "plan_root"
-    )]
-    plan: Option<String>,
-    /// A plan root: every run under it, over time.
-    #[arg(long, value_name = "URL")]
-    plan_root: Option<String>,
-    #[command(flatten)]
-    s3: S3Options,
-}
-
-#[derive(Debug, clap::Args)]
-struct ShowArgs {
-    /// The plan directory (of `blobgc plan`, or kept by a dry or partial `run`).
-    #[arg(long, value_name = "DIR")]
-    plan: String,
-    /// table: aligned, then the totals; csv and ndjson: the candidates only (totals on stderr).
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
-    /// List this many candidates at most (the totals count them all).
-    #[arg(long, value_name = "N")]
-    limit: Option<usize>,
-    /// size: largest first; generation: oldest first. Default: the plan's order, streamed.
-    #[arg(long, value_enum)]
-    sort: Option<SortBy>,
-    #[command(flatten)]
-    s3: S3Options,
-}
-
-#[derive(Debug, clap::Args)]
 struct SweepArgs {
     /// The plan directory written by `blobgc plan` (or kept by a partial `run`).
     #[arg(long, value_name = "DIR")]
@@ -271,8 +221,8 @@ pub fn main() -> i32 {
         return serve(&runtime, cli.command);
     }
     let command = match cli.command {
-        Command::Show(args) => return runtime.block_on(show_plan(args, &output)),
-        Command::Report(args) => return runtime.block_on(html_report(args, &output)),
+        Command::Show(args) => return runtime.block_on(review::show_plan(args, &output)),
+        Command::Report(args) => return runtime.block_on(review::html_report(args, &output)),
         command => command,
     };
     let name = command.name();
@@ -425,97 +375,13 @@ fn prepare(command: Command, output: &Output) -> Result<Prepared> {
                 Ok(Printed::of(&report))
             })
         }
-        Command::Explain(args) => {
-            let job = args.job.resolve(chrono::Utc::now)?;
-            let plan = args
-                .plan
-                .map(|p| Location::parse(&p, "--plan", &job.s3).map(PlanDir::new))
-                .transpose()?;
-            // The job file's report is its runs': an explanation never replaces it.
-            Prepared::new(None, async move {
-                let rule = match &plan {
-                    Some(dir) => dir.read_summary().await?.selection.rule(),
-                    None => None,
-                };
-                let rule = match rule {
-                    Some(rule) => rule,
-                    None => {
-                        GenerationRule::new(job.family, job.generation_duration_seconds, job.now)?
-                    }
-                };
-                let ctx = crate::session::local(job.partitions, &job.s3)?;
-                let explained =
-                    explain(&ctx, &args.id, rule, &job.references, plan.as_ref()).await?;
-                Ok(Printed::of(&explained))
-            })
-        }
+        // The job file's report is its runs': an explanation never replaces it.
+        Command::Explain(args) => Prepared::new(None, review::explain_id(args)?),
         Command::Scheduler(_) | Command::Executor(_) | Command::Show(_) | Command::Report(_) => {
             Err(Error::usage(
                 "scheduler, executor, show and report are not jobs",
             ))
         }
-    }
-}
-
-/// `blobgc report`: the HTML page of a plan, or of a plan root's history.
-async fn html_report(args: ReportArgs, output: &Output) -> i32 {
-    let written = async {
-        let file = output
-            .html
-            .as_ref()
-            .ok_or_else(|| Error::usage("blobgc report writes --html FILE: give it"))?;
-        let page = match (&args.plan, &args.plan_root) {
-            (Some(plan), _) => {
-                let dir = PlanDir::new(Location::parse(plan, "--plan", &args.s3)?);
-                let report = Report::of_plan(&dir).await?;
-                crate::html::run_page(&serde_json::to_value(&report).map_err(Error::runtime)?)
-            }
-            (None, Some(root)) => {
-                let root = PlanRoot::parse(root, &args.s3)?;
-                let mut reports = Vec::new();
-                for (dir, _) in root.runs().await? {
-                    let report = Report::of_plan(&dir).await?;
-                    reports.push(serde_json::to_value(&report).map_err(Error::runtime)?);
-                }
-                crate::html::history_page(&root.location.to_string(), &reports)
-            }
-            (None, None) => return Err(Error::usage("--plan DIR or --plan-root URL")),
-        };
-        output::write_page(file, &page)?;
-        output.say(&format!("blobgc: wrote {}\n", file.display()));
-        Ok(())
-    };
-    match written.await {
-        Ok(()) => 0,
-        Err(e) => refused(&e),
-    }
-}
-
-/// `blobgc show`: the listing on stdout, the totals after it (table) or on stderr.
-async fn show_plan(args: ShowArgs, output: &Output) -> i32 {
-    let options = ShowOptions {
-        format: args.format,
-        limit: args.limit,
-        sort: args.sort,
-    };
-    let listed = async {
-        let dir = PlanDir::new(Location::parse(&args.plan, "--plan", &args.s3)?);
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        let totals = show(&dir, &options, &mut out).await?;
-        match args.format {
-            Format::Table => {
-                let text = format!("\n{}", totals.human());
-                out.write_all(text.as_bytes())
-                    .and_then(|()| out.flush())
-                    .map_err(|e| Error::runtime(format!("writing the totals: {e}")))?;
-            }
-            Format::Csv | Format::Ndjson => output.say(&totals.human()),
-        }
-        Ok(())
-    };
-    match listed.await {
-        Ok(()) => 0,
-        Err(e) => refused(&e),
     }
 }
 

@@ -90,7 +90,10 @@ fn main() {
 }
 
 /// Wall seconds and peak RSS (MB) of `command` run to the end, its output discarded.
-#[expect(clippy::zombie_processes, reason = "wait4 reaps the child, with its peak RSS")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "wait4 reaps the child, with its peak RSS"
+)]
 fn measure(command: &[String]) -> (f64, f64) {
     let started = Instant::now();
     let child = Command::new(&command[0])
