@@ -230,7 +230,7 @@ pub fn main() -> i32 {
         // Options that do not resolve are refused without a report: there was no run.
         let prepared = match prepare(command, &output) {
             Ok(prepared) => prepared,
-            Err(e) => return refused(&e),
+            Err(e) => return output.refuse(&e),
         };
         let printed = prepared.work.await.unwrap_or_else(|e| failed(&e));
         output.finish(name, printed, prepared.report).await

@@ -145,6 +145,12 @@ impl Output {
         }
     }
 
+    /// Says why a command that writes no report stopped; its exit code.
+    pub fn refuse(&self, error: &Error) -> i32 {
+        self.error(&error.to_string());
+        error.exit_code()
+    }
+
     pub fn error(&self, message: &str) {
         match self.format {
             LogFormat::Text => eprintln!("blobgc: error: {message}"),
@@ -278,7 +284,7 @@ pub fn write_page(file: &std::path::Path, page: &str) -> Result<()> {
         .map_err(|e| Error::runtime(format!("writing the HTML report {}: {e}", file.display())))
 }
 
-/// The error that ends a command before it could say anything else.
+/// The error that ends a command before its output is set up.
 pub fn refused(error: &Error) -> i32 {
     eprintln!("blobgc: error: {error}");
     error.exit_code()

@@ -2,7 +2,7 @@
 //! candidates), `explain` (one id), `report` (the HTML page of a plan or of a plan root's
 //! history). Thin adapters from flags to [`crate::show`], [`crate::explain`], [`crate::html`].
 
-use super::output::{self, Output, refused};
+use super::output::{self, Output};
 use crate::error::{Error, Result};
 use crate::explain::explain;
 use crate::generation::GenerationRule;
@@ -116,7 +116,7 @@ pub async fn html_report(args: ReportArgs, output: &Output) -> i32 {
     };
     match written.await {
         Ok(()) => 0,
-        Err(e) => refused(&e),
+        Err(e) => output.refuse(&e),
     }
 }
 
@@ -144,6 +144,6 @@ pub async fn show_plan(args: ShowArgs, output: &Output) -> i32 {
     };
     match listed.await {
         Ok(()) => 0,
-        Err(e) => refused(&e),
+        Err(e) => output.refuse(&e),
     }
 }

@@ -249,6 +249,25 @@ fn off_a_terminal_a_run_says_each_step_and_logs_json_on_request() {
         "blobgc::report",
         "of 2600 listed blobs would be deleted"
     ));
+
+    // A command refused for its input says so in JSON too.
+    let missing = f.path("no-plan");
+    let refused = blobgc(&[
+        "show",
+        "--plan",
+        missing.to_str().unwrap(),
+        "--log-format",
+        "json",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let line: serde_json::Value = serde_json::from_str(text(&refused.stderr).trim()).unwrap();
+    assert_eq!(line["level"], "ERROR", "{line}");
+    assert!(
+        line["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a plan directory")
+    );
 }
 
 #[test]
