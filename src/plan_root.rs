@@ -29,20 +29,34 @@ impl PlanRoot {
         Ok(PlanDir::new(self.location.join(run_id)?))
     }
 
-    /// The newest planned run against `store` other than `run_id`, if any.
+    /// The newest planned run against `store` other than `run_id`, if any: summaries are read
+    /// newest first, and no further than that run (a year of nightly runs is not read nightly).
     pub async fn previous(&self, store: &str, run_id: &str) -> Result<Option<PlanSummary>> {
-        let runs = self.runs().await?;
-        Ok(runs.into_iter().rev().find_map(|(_, summary)| {
-            let baseline = summary.status == PlanStatus::Planned
-                && summary.store == store
-                && summary.run_id != run_id;
-            baseline.then_some(summary)
-        }))
+        for name in self.run_names().await?.iter().rev() {
+            let Some(summary) = self.summary(name).await? else {
+                continue;
+            };
+            let baseline = summary.status == PlanStatus::Planned && summary.store == store;
+            if baseline && summary.run_id != run_id {
+                return Ok(Some(summary));
+            }
+        }
+        Ok(None)
     }
 
-    /// Every run with a readable summary, oldest first, with its plan directory. A run without
-    /// one crashed while planning: it has no history to tell.
+    /// Every run with a readable summary, oldest first, with its plan directory.
     pub async fn runs(&self) -> Result<Vec<(PlanDir, PlanSummary)>> {
+        let mut runs = Vec::new();
+        for name in self.run_names().await? {
+            if let Some(summary) = self.summary(&name).await? {
+                runs.push((self.plan_dir(&name)?, summary));
+            }
+        }
+        Ok(runs)
+    }
+
+    /// The runs' names, oldest first (run ids start with their UTC time).
+    async fn run_names(&self) -> Result<Vec<String>> {
         let listed = self
             .location
             .store
@@ -56,13 +70,12 @@ impl PlanRoot {
             .filter(|name| name != LEASES)
             .collect();
         names.sort_unstable();
-        let mut runs = Vec::new();
-        for name in names {
-            let dir = self.plan_dir(&name)?;
-            if let Ok(summary) = dir.read_summary().await {
-                runs.push((dir, summary));
-            }
-        }
-        Ok(runs)
+        Ok(names)
+    }
+
+    /// The summary of run `name`; None when it has none readable: that run crashed while
+    /// planning, and has no history to tell.
+    async fn summary(&self, name: &str) -> Result<Option<PlanSummary>> {
+        Ok(self.plan_dir(name)?.read_summary().await.ok())
     }
 }

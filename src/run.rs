@@ -212,8 +212,8 @@ async fn run_leased(
     };
     let mut report = Report::new(&summary, dir.location.url(), metrics.as_ref(), job.dry_run);
     // A dry run's plan is what its operator reviews (`blobgc show`): kept, wherever it is.
-    if !job.dry_run && remove_temporary(temporary, report.status) {
-        report.plan = format!("{} (temporary, removed)", report.plan);
+    if !job.dry_run {
+        remove_temporary(temporary, report.status, &mut report.plan);
     }
     Ok(report)
 }
@@ -257,11 +257,14 @@ pub(crate) async fn plan_dir_or_temporary(
 }
 
 /// Removes a temporary plan directory unless the sweep was partial (the plan is then what
-/// `blobgc sweep --plan` resumes); whether it did.
-pub(crate) fn remove_temporary(temporary: Option<PathBuf>, status: Status) -> bool {
-    temporary
+/// `blobgc sweep --plan` resumes); a removed one is said so in the report's `plan`.
+pub(crate) fn remove_temporary(temporary: Option<PathBuf>, status: Status, plan: &mut String) {
+    let removed = temporary
         .filter(|_| status != Status::Partial)
-        .is_some_and(|tmp| std::fs::remove_dir_all(tmp).is_ok())
+        .is_some_and(|tmp| std::fs::remove_dir_all(tmp).is_ok());
+    if removed {
+        plan.push_str(" (temporary, removed)");
+    }
 }
 
 /// A plan directory that holds no plan yet: a second plan must never mix with a first one.

@@ -312,13 +312,10 @@ fn prepare(command: Command, output: &Output) -> Result<Prepared> {
             let (job, plan_dir, report) = args.resolve()?;
             let progress = output.progress();
             Prepared::new(report, async move {
-                let s3 = &job.sweep.s3;
                 let (dir, temporary) =
-                    plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
+                    plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, &job.sweep.s3).await?;
                 let mut out = incremental::run(&job, &dir, &progress).await?;
-                if remove_temporary(temporary, out.status) {
-                    out.plan = format!("{} (temporary, removed)", out.plan);
-                }
+                remove_temporary(temporary, out.status, &mut out.plan);
                 Ok(Printed::of(&out))
             })
         }
@@ -326,13 +323,10 @@ fn prepare(command: Command, output: &Output) -> Result<Prepared> {
             let (job, plan_dir, report) = args.resolve()?;
             let progress = output.progress();
             Prepared::new(report, async move {
-                let s3 = &job.sweep.s3;
                 let (dir, temporary) =
-                    plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, s3).await?;
+                    plan_dir_or_temporary(plan_dir.as_deref(), &job.run_id, &job.sweep.s3).await?;
                 let mut out = uploads::run(&job, &dir, &progress).await?;
-                if remove_temporary(temporary, out.status) {
-                    out.plan = format!("{} (temporary, removed)", out.plan);
-                }
+                remove_temporary(temporary, out.status, &mut out.plan);
                 Ok(Printed::of(&out))
             })
         }
